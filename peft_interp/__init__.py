@@ -1,0 +1,20 @@
+"""peft-interp: interpretable prompt tuning for CLIP and DINOv2 as PEFT tuners.
+
+``import peft_interp`` registers the methods with PEFT, after which ``peft.get_peft_model`` and
+``peft.PeftModel.from_pretrained`` accept their configs and saved adapters.
+"""
+
+from .registry import INTERP_TASK_TYPE, PeftModelForInterpretability, register_method
+from .tuners import IVPTConfig, IVPTModel, VPTDeepConfig, VPTDeepModel
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "INTERP_TASK_TYPE",
+    "IVPTConfig",
+    "IVPTModel",
+    "PeftModelForInterpretability",
+    "VPTDeepConfig",
+    "VPTDeepModel",
+    "register_method",
+]

@@ -1,0 +1,49 @@
+"""VPT-deep as a PEFT tuner: prompt tokens in every block, a linear head on the CLS token."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_outputs import ImageClassifierOutput
+
+from ..tuner import VisualPromptTuner
+from .config import VPTDeepConfig
+from .layer import PromptTokens
+
+
+class VPTDeepModel(VisualPromptTuner):
+    """VPT-deep on a DINOv2 or CLIP vision tower, the baseline IVPT is compared with.
+
+    Example:
+
+        ```py
+        >>> import torch
+        >>> from transformers import Dinov2Config, Dinov2Model
+        >>> from peft import get_peft_model
+        >>> from peft_interp import VPTDeepConfig
+
+        >>> base = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        ...                                 intermediate_size=64, image_size=28, patch_size=7))
+        >>> model = get_peft_model(base, VPTDeepConfig(num_classes=3))
+        >>> model(pixel_values=torch.randn(2, 3, 28, 28), labels=torch.tensor([0, 2])).logits.shape
+        torch.Size([2, 3])
+        ```
+    """
+
+    prefix = "vpt_"
+    shared_module_names = ("vpt_head",)
+
+    def _create_adapter_modules(self, config: VPTDeepConfig, adapter_name: str, blocks: list[str]):
+        layout = self.layout
+        sources = [PromptTokens(config.num_prompt_tokens, layout.hidden_size, layout.patch_size) for _ in blocks]
+        head = nn.Linear(layout.hidden_size, config.num_classes)
+        nn.init.trunc_normal_(head.weight, std=0.02)
+        nn.init.zeros_(head.bias)
+        return sources, {"vpt_head": head}
+
+    def _adapted_forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> ImageClassifierOutput:
+        cls_token = self.encode_image(pixel_values)[:, 0]  # (B, D)
+        logits = self.vpt_head[self.active_adapters[0]](cls_token)  # (B, C)
+        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        return ImageClassifierOutput(loss=loss, logits=logits)
