@@ -55,10 +55,10 @@ class VisualPromptTuner(BaseTuner):
             targets.insert(0, self.layout.embeddings_path)
         if not targets:
             raise ValueError(f"{type(config).__name__} adapts no module: prompt at least one block.")
-        config.target_modules = targets  # exact names, so a reload targets exactly these modules
 
         device = next(model.parameters()).device
         sources, shared = self._create_adapter_modules(config, adapter_name, blocks)
+        self._pending_targets = set(targets)
         self._pending_sources = dict(zip(blocks, sources))
         self._pending_num_tokens = self.layout.num_prefix_tokens + grid * grid
         for name, module in shared.items():
@@ -68,10 +68,13 @@ class VisualPromptTuner(BaseTuner):
         try:
             super().inject_adapter(model, adapter_name, **kwargs)
         finally:
-            del self._pending_sources, self._pending_num_tokens
+            del self._pending_targets, self._pending_sources, self._pending_num_tokens
 
     def _prepare_adapter_config(self, peft_config, model_config):
-        return peft_config  # target_modules were resolved in inject_adapter
+        return peft_config  # targets are resolved from the model in inject_adapter
+
+    def _check_target_module_exists(self, peft_config, key: str) -> bool:
+        return key in self._pending_targets
 
     def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key) -> None:
         inference_mode = config.inference_mode
@@ -103,7 +106,8 @@ class VisualPromptTuner(BaseTuner):
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
         for modules in self._shared_modules():
-            modules.pop(adapter_name, None)
+            if adapter_name in modules:
+                del modules[adapter_name]
 
     def _unload_and_optionally_merge(self, merge=True, progressbar=False, safe_merge=False, adapter_names=None):
         if merge:

@@ -140,14 +140,18 @@ class IVPTPromptLevel(nn.Module):
         self.record: LevelRecord | None = None
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """``(B, P + L, D)`` block input -> prompt tokens ``(B, N, D)``; stores a :class:`LevelRecord`."""
+        """``(B, P + L, D)`` block input -> prompt tokens ``(B, N, D)``; keeps a :class:`LevelRecord` for
+        :meth:`pop_record`."""
         patches = self.final_norm(hidden_states.detach()[:, self.num_prefix_tokens :])  # (B, L, D)
         attention = self.concepts(patches)  # (B, K, L)
         feats, mass = region_features(attention.detach(), patches)  # (B, K, D), (B, K)
         fg_feats = feats[:, :-1]  # (B, K - 1, D)
 
         gumbel = self.config.grouping == "gumbel" and (self.training or self.config.gumbel_at_inference)
-        grouping = group_concepts(self.grouping(fg_feats), mass[:, :-1], gumbel, self.config.gumbel_tau)
+        # Linears see whole contiguous tensors (slicing after): matmul's kernel choice for a strided 3-D input
+        # depends on the weight's requires_grad, which would break bit-exact reloads in inference mode.
+        grouping_logits = self.grouping(feats)[:, :-1]  # (B, K - 1, N)
+        grouping = group_concepts(grouping_logits, mass[:, :-1], gumbel, self.config.gumbel_tau)
         fixed = grouping.detach()  # (B, K - 1, N)
         tokens = fixed.transpose(1, 2) @ fg_feats / fixed.sum(dim=1).unsqueeze(-1)  # (B, N, D)
         prompts = self.prompt_proj(self.prompt_norm(tokens))
@@ -160,6 +164,13 @@ class IVPTPromptLevel(nn.Module):
             grouping=grouping,
         )
         return prompts
+
+    def pop_record(self) -> LevelRecord:
+        """The record of the last forward, released so the module holds no tensors between forwards."""
+        record, self.record = self.record, None
+        if record is None:
+            raise RuntimeError("This prompt level has not run: the forward did not reach its block.")
+        return record
 
 
 @dataclass
@@ -197,5 +208,5 @@ class IVPTHead(nn.Module):
         maps = renormalize_maps(attention, self.config.map_renorm_eps)
         feats, _ = region_features(maps, patches)  # (B, N + 1, D)
         feats = self.modulation(feats)
-        concept_logits = self.classifier(feats[:, :-1]).transpose(1, 2)  # (B, C, N)
+        concept_logits = self.classifier(feats)[:, :-1].transpose(1, 2)  # (B, C, N); see IVPTPromptLevel.forward
         return HeadOutput(attention, maps, feats, concept_logits, concept_logits.mean(dim=-1))

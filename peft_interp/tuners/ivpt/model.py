@@ -110,14 +110,14 @@ class IVPTModel(VisualPromptTuner):
     # ------------------------------------------------------------------------------------------------- forward
     def _prompt_levels(self) -> list[tuple[str, IVPTPromptLevel]]:
         adapter = self.active_adapters[0]
-        blocks = [name for name in self.peft_config[adapter].target_modules if name != self.layout.embeddings_path]
+        blocks = self.peft_config[adapter].resolve_blocks(self.layout)
         return [(name, self.model.get_submodule(name).prompt_sources[adapter]) for name in blocks]
 
     def _concepts(self, pixel_values: torch.Tensor) -> tuple[list[LevelRecord], HeadOutput]:
         """One forward: the records of every prompted level and the head's output."""
         tokens = self.encode_image(pixel_values)  # (B, P + L, D)
         head = self.ivpt_head[self.active_adapters[0]](tokens[:, self.layout.num_prefix_tokens :])
-        return [level.record for _, level in self._prompt_levels()], head
+        return [level.pop_record() for _, level in self._prompt_levels()], head
 
     def _as_grid(self, maps: torch.Tensor) -> torch.Tensor:
         """``(B, K, L)`` -> ``(B, K, h, w)``."""
