@@ -7,7 +7,7 @@ import torch
 from peft import get_peft_model
 from transformers import Dinov2Config, Dinov2Model
 
-from peft_interp import IVPTConfig
+from peft_interp import IVPTConfig, VPTDeepConfig
 from peft_interp.tuners.ivpt.layer import IVPTPromptLevel
 from peft_interp.tuners.layers import VisualPromptLayer
 
@@ -242,3 +242,12 @@ def test_target_modules_regex_and_custom_levels(images):
     assert wrapped == ["encoder.layer.1"]
     assert model(pixel_values=images).concept_maps.shape == (4, 3, GRID, GRID)
     assert copy.deepcopy(model)(pixel_values=images).logits.shape == (4, 3)
+
+
+@pytest.mark.parametrize("config_cls", [IVPTConfig, VPTDeepConfig])
+def test_half_precision_backbone_keeps_fp32_adapter(config_cls, images, labels):
+    model = get_peft_model(make_backbone("dinov2").to(torch.bfloat16), config_cls(num_classes=3))
+    out = model(pixel_values=images.to(torch.bfloat16), labels=labels)
+    assert out.logits.dtype == torch.float32 and out.loss.isfinite()
+    out.loss.backward()
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)

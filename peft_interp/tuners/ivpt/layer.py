@@ -143,6 +143,7 @@ class IVPTPromptLevel(nn.Module):
         """``(B, P + L, D)`` block input -> prompt tokens ``(B, N, D)``; keeps a :class:`LevelRecord` for
         :meth:`pop_record`."""
         patches = self.final_norm(hidden_states.detach()[:, self.num_prefix_tokens :])  # (B, L, D)
+        patches = patches.to(self.concepts.prototypes.dtype)  # adapters stay fp32 in a half-precision backbone
         attention = self.concepts(patches)  # (B, K, L)
         feats, mass = region_features(attention.detach(), patches)  # (B, K, D), (B, K)
         fg_feats = feats[:, :-1]  # (B, K - 1, D)

@@ -115,8 +115,9 @@ class IVPTModel(VisualPromptTuner):
 
     def _concepts(self, pixel_values: torch.Tensor) -> tuple[list[LevelRecord], HeadOutput]:
         """One forward: the records of every prompted level and the head's output."""
-        tokens = self.encode_image(pixel_values)  # (B, P + L, D)
-        head = self.ivpt_head[self.active_adapters[0]](tokens[:, self.layout.num_prefix_tokens :])
+        head_module = self.ivpt_head[self.active_adapters[0]]
+        tokens = self.encode_image(pixel_values).to(head_module.concepts.prototypes.dtype)  # (B, P + L, D)
+        head = head_module(tokens[:, self.layout.num_prefix_tokens :])
         return [level.pop_record() for _, level in self._prompt_levels()], head
 
     def _as_grid(self, maps: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,8 @@ class VPTDeepModel(VisualPromptTuner):
         return sources, {"vpt_head": head}
 
     def _adapted_forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> ImageClassifierOutput:
-        cls_token = self.encode_image(pixel_values)[:, 0]  # (B, D)
-        logits = self.vpt_head[self.active_adapters[0]](cls_token)  # (B, C)
+        head = self.vpt_head[self.active_adapters[0]]
+        cls_token = self.encode_image(pixel_values)[:, 0].to(head.weight.dtype)  # (B, D)
+        logits = head(cls_token)  # (B, C)
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         return ImageClassifierOutput(loss=loss, logits=logits)
