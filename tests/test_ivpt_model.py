@@ -9,7 +9,7 @@ from transformers import Dinov2Config, Dinov2Model
 
 from peft_interp import IVPTConfig, VPTDeepConfig
 from peft_interp.tuners.ivpt.layer import IVPTPromptLevel
-from peft_interp.tuners.layers import VisualPromptLayer
+from peft_interp.tuners.layers import InterpLayer
 
 from .tiny_models import BACKBONES, IMAGE_SIZE, VIT, make_backbone
 
@@ -130,7 +130,7 @@ def test_unload_returns_the_original_module_tree(images):
     reference = make_backbone("dinov2")
     model = ivpt()
     unloaded = model.unload()
-    assert not any(isinstance(m, VisualPromptLayer) for m in unloaded.modules())
+    assert not any(isinstance(m, InterpLayer) for m in unloaded.modules())
     assert [(n, type(m)) for n, m in unloaded.named_modules()] == [(n, type(m)) for n, m in reference.named_modules()]
     assert unloaded.state_dict().keys() == reference.state_dict().keys()
     assert torch.equal(unloaded(pixel_values=images).last_hidden_state, reference(pixel_values=images).last_hidden_state)
@@ -238,7 +238,7 @@ def test_wrong_image_size_at_forward_names_the_expected_shape():
 
 def test_target_modules_regex_and_custom_levels(images):
     model = ivpt(num_prototypes=[6, 3], target_modules=r"encoder\.layer\.1", train_token_embeddings=False)
-    wrapped = [n.removeprefix("base_model.model.") for n, m in model.named_modules() if isinstance(m, VisualPromptLayer)]
+    wrapped = [n.removeprefix("base_model.model.") for n, m in model.named_modules() if isinstance(m, InterpLayer)]
     assert wrapped == ["encoder.layer.1"]
     assert model(pixel_values=images).concept_maps.shape == (4, 3, GRID, GRID)
     assert copy.deepcopy(model)(pixel_values=images).logits.shape == (4, 3)

@@ -20,7 +20,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 
-class VisualPromptLayer(nn.Module, BaseTunerLayer):
+class InterpLayer(nn.Module, BaseTunerLayer):
     """Common plumbing of our tuner layers: one base module, per-adapter state in ``adapter_layer_names``."""
 
     def __init__(self, base_layer: nn.Module) -> None:
@@ -53,7 +53,7 @@ class VisualPromptLayer(nn.Module, BaseTunerLayer):
         pass
 
 
-class PromptedBlock(VisualPromptLayer):
+class PromptedBlock(InterpLayer):
     """A transformer block run with extra prompt tokens appended after its input tokens (VPT-deep).
 
     Shapes: input ``(B, N, D)`` with ``N = P + L`` (prefix + patch tokens) -> block input ``(B, N + T, D)``
@@ -88,7 +88,7 @@ class PromptedBlock(VisualPromptLayer):
         return "prompted." + super().__repr__()
 
 
-class EmbeddingShift(VisualPromptLayer):
+class EmbeddingShift(InterpLayer):
     """Adds a learnt shift ``(1, P + L, D)`` (zero-initialised) to the output of an embeddings module."""
 
     adapter_layer_names = ("token_shifts",)

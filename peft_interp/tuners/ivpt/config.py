@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from ..config import VisualPromptConfig
+from ..visual.config import VisualPromptConfig
 
 SPATIAL_BIAS_CHOICES = ("before_softmax", "none")
 GROUPING_CHOICES = ("gumbel", "softmax")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from transformers.utils import ModelOutput
 
-from ..tuner import VisualPromptTuner
+from ..visual.model import VisualPromptTuner
 from . import losses
 from .config import IVPTConfig
 from .layer import HeadOutput, IVPTHead, IVPTPromptLevel, LevelRecord

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..config import VisualPromptConfig
+from ..visual.config import VisualPromptConfig
 
 
 @dataclass

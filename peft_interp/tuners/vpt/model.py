@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from ..tuner import VisualPromptTuner
+from ..visual.model import VisualPromptTuner
 from .config import VPTDeepConfig
 from .layer import PromptTokens
 

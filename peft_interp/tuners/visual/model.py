@@ -5,7 +5,7 @@ optionally, its embeddings in :class:`~peft_interp.tuners.layers.EmbeddingShift`
 backbone (classification head, final concept level) in ``nn.ModuleDict``\\ s keyed by adapter name on the tuner
 itself, and defines its own ``forward``. A subclass provides three things:
 
-* ``shared_module_names``: the names of those ModuleDicts (they must start with the tuner's ``prefix``),
+* ``shared_module_names``: the names of those ModuleDicts ,
 * ``_create_adapter_modules(config, adapter_name)``: the prompt sources of its blocks and its shared modules,
 * ``_adapted_forward(pixel_values, labels=None)``: the forward pass with the active adapter.
 
@@ -18,20 +18,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from peft.tuners.tuners_utils import BaseTuner, _get_submodules
 from torch import nn
 
-from ..backbones import VisionLayout, resolve_vision_layout
+from ...backbones import VisionLayout, resolve_vision_layout
+from ..base import InterpTuner
+from ..layers import EmbeddingShift, PromptedBlock
 from .config import VisualPromptConfig
-from .layers import EmbeddingShift, PromptedBlock, VisualPromptLayer
 
 
-class VisualPromptTuner(BaseTuner):
-    uses_shared_state = True
-    tuner_layer_cls = VisualPromptLayer
-    target_module_mapping: dict[str, list[str]] = {}
-    shared_module_names: tuple[str, ...] = ()
-
+class VisualPromptTuner(InterpTuner):
     layout: VisionLayout
 
     # ----------------------------------------------------------------------------------------------- subclass API
@@ -56,25 +51,15 @@ class VisualPromptTuner(BaseTuner):
         if not targets:
             raise ValueError(f"{type(config).__name__} adapts no module: prompt at least one block.")
 
-        device = next(model.parameters()).device
         sources, shared = self._create_adapter_modules(config, adapter_name, blocks)
+        self._add_shared_modules(adapter_name, shared, device=next(model.parameters()).device)
         self._pending_targets = set(targets)
         self._pending_sources = dict(zip(blocks, sources))
         self._pending_num_tokens = self.layout.num_prefix_tokens + grid * grid
-        for name, module in shared.items():
-            if name not in self._modules:
-                self.add_module(name, nn.ModuleDict())
-            self._modules[name][adapter_name] = module.to(device)
         try:
             super().inject_adapter(model, adapter_name, **kwargs)
         finally:
             del self._pending_targets, self._pending_sources, self._pending_num_tokens
-
-    def _prepare_adapter_config(self, peft_config, model_config):
-        return peft_config  # targets are resolved from the model in inject_adapter
-
-    def _check_target_module_exists(self, peft_config, key: str) -> bool:
-        return key in self._pending_targets
 
     def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key) -> None:
         inference_mode = config.inference_mode
@@ -92,43 +77,7 @@ class VisualPromptTuner(BaseTuner):
         else:
             self._replace_module(parent, target_name, PromptedBlock(target, adapter_name, source, inference_mode), target)
 
-    # --------------------------------------------------------------------------------------- adapter management
-    def _shared_modules(self) -> list[nn.ModuleDict]:
-        return [self._modules[name] for name in self.shared_module_names if name in self._modules]
-
-    def set_adapter(self, adapter_name: str | list[str], inference_mode: bool = False) -> None:
-        super().set_adapter(adapter_name, inference_mode=inference_mode)
-        active = set(self.active_adapters)
-        for modules in self._shared_modules():
-            for name, module in modules.items():
-                module.requires_grad_(name in active and not inference_mode)
-
-    def delete_adapter(self, adapter_name: str) -> None:
-        super().delete_adapter(adapter_name)
-        for modules in self._shared_modules():
-            if adapter_name in modules:
-                del modules[adapter_name]
-
-    def _unload_and_optionally_merge(self, merge=True, progressbar=False, safe_merge=False, adapter_names=None):
-        if merge:
-            raise NotImplementedError("Prompt tokens cannot be merged into the base weights; use `unload()`.")
-        for key in [key for key, module in self.model.named_modules() if isinstance(module, VisualPromptLayer)]:
-            parent, target, target_name = _get_submodules(self.model, key)
-            setattr(parent, target_name, target.get_base_layer())
-        for name in self.shared_module_names:
-            self._modules.pop(name, None)
-        if hasattr(self.model, "peft_config"):
-            del self.model.peft_config
-        return self.model
-
     # --------------------------------------------------------------------------------------------------- forward
-    def active_adapter_in_use(self) -> str | None:
-        """The adapter the next forward runs with, or None when adapters are disabled."""
-        for module in self.model.modules():
-            if isinstance(module, VisualPromptLayer):
-                return module.active_adapter_name()
-        return None
-
     def forward(self, *args: Any, **kwargs: Any):
         """The adapted forward ``(pixel_values, labels=None)``; the base model's own forward when disabled."""
         if self.active_adapter_in_use() is None:

@@ -8,8 +8,8 @@ from typing import Optional, Union
 
 from peft.config import PeftConfig
 
-from ..backbones import VisionLayout
-from ..registry import INTERP_TASK_TYPE, peft_type_for
+from ...backbones import VisionLayout
+from ...registry import INTERP_TASK_TYPE, peft_type_for
 
 
 @dataclass

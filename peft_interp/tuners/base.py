@@ -1,0 +1,81 @@
+"""The BaseTuner plumbing shared by every peft-interp tuner.
+
+Our tuners differ from LoRA-style ones in two ways, both handled here once:
+
+* They keep state that no single wrapped module owns (a classification head, a final concept level, prompt
+  generators) in ``nn.ModuleDict``\\ s keyed by adapter name on the tuner itself, named in ``shared_module_names``.
+  PEFT saves and loads them with the adapter; :meth:`set_adapter`, :meth:`delete_adapter` and :meth:`unload` cover
+  them too.
+* They choose their target modules from the model's structure, not from ``target_modules`` patterns: a subclass
+  sets ``self._pending_targets`` (exact module names) before calling :meth:`inject_adapter` of this class.
+
+Each tuner defines its own ``forward``; :meth:`active_adapter_in_use` tells it whether an adapter is enabled.
+"""
+
+from __future__ import annotations
+
+from peft.tuners.tuners_utils import BaseTuner, _get_submodules
+from torch import nn
+
+from .layers import InterpLayer
+
+
+class InterpTuner(BaseTuner):
+    uses_shared_state = True
+    tuner_layer_cls = InterpLayer
+    target_module_mapping: dict[str, list[str]] = {}
+    shared_module_names: tuple[str, ...] = ()
+
+    _pending_targets: set[str]
+
+    # ------------------------------------------------------------------------------------------------- injection
+    def _prepare_adapter_config(self, peft_config, model_config):
+        return peft_config  # targets come from the model's structure, see _pending_targets
+
+    def _check_target_module_exists(self, peft_config, key: str) -> bool:
+        return key in self._pending_targets
+
+    def _add_shared_modules(self, adapter_name: str, modules: dict[str, nn.Module], device) -> None:
+        """Store ``modules`` (name -> module) under ``adapter_name`` in the tuner's shared ModuleDicts."""
+        for name, module in modules.items():
+            if name not in self.shared_module_names:
+                raise ValueError(f"{name!r} is not in {type(self).__name__}.shared_module_names")
+            if name not in self._modules:
+                self.add_module(name, nn.ModuleDict())
+            self._modules[name][adapter_name] = module.to(device)
+
+    # --------------------------------------------------------------------------------------- adapter management
+    def _shared_modules(self) -> list[nn.ModuleDict]:
+        return [self._modules[name] for name in self.shared_module_names if name in self._modules]
+
+    def set_adapter(self, adapter_name: str | list[str], inference_mode: bool = False) -> None:
+        super().set_adapter(adapter_name, inference_mode=inference_mode)
+        active = set(self.active_adapters)
+        for modules in self._shared_modules():
+            for name, module in modules.items():
+                module.requires_grad_(name in active and not inference_mode)
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        for modules in self._shared_modules():
+            if adapter_name in modules:
+                del modules[adapter_name]
+
+    def _unload_and_optionally_merge(self, merge=True, progressbar=False, safe_merge=False, adapter_names=None):
+        if merge:
+            raise NotImplementedError("Prompt tokens cannot be merged into the base weights; use `unload()`.")
+        for key in [key for key, module in self.model.named_modules() if isinstance(module, InterpLayer)]:
+            parent, target, target_name = _get_submodules(self.model, key)
+            setattr(parent, target_name, target.get_base_layer())
+        for name in self.shared_module_names:
+            self._modules.pop(name, None)
+        if hasattr(self.model, "peft_config"):
+            del self.model.peft_config
+        return self.model
+
+    def active_adapter_in_use(self) -> str | None:
+        """The adapter the next forward runs with, or None when adapters are disabled."""
+        for module in self.model.modules():
+            if isinstance(module, InterpLayer):
+                return module.active_adapter_name()
+        return None
