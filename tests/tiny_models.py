@@ -36,3 +36,10 @@ def make_backbone(kind: str, seed: int = 0) -> torch.nn.Module:
 BACKBONES = ["dinov2", "dinov2_registers", "clip_vision", "clip"]
 
 
+
+
+def make_clip(seed: int = 0) -> torch.nn.Module:
+    """A tiny CLIPModel with the real CLIP vocabulary (49,408 tokens), for the text-prompt tuners."""
+    torch.manual_seed(seed)
+    text = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=49408)
+    return CLIPModel(CLIPConfig(vision_config=VIT, text_config=text, projection_dim=16)).eval()

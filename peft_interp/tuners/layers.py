@@ -1,4 +1,4 @@
-"""The wrapped modules shared by every visual prompt tuner.
+"""The wrapped modules shared by every peft-interp tuner.
 
 * :class:`PromptedBlock` wraps one transformer block, VPT-deep style: before the block it appends prompt tokens
   ``(B, T, D)`` made by the active adapter's *prompt source*, after the block it drops them again, so the block's
@@ -7,12 +7,15 @@
   block's concepts for IVPT.
 * :class:`EmbeddingShift` wraps the patch embedding module and adds a learnt ``(1, P + L, D)`` shift to its output,
   which trains the CLS token, register tokens and position embeddings without touching the base weights.
+* :class:`ContextEmbedding` wraps CLIP's text ``token_embedding`` and writes learnt context vectors into the
+  prompt positions they own (CoOp-style text prompts).
 
-Both keep the base module untouched, so ``disable_adapter`` and ``unload`` give back the original model exactly.
+All keep the base module untouched, so ``disable_adapter`` and ``unload`` give back the original model exactly.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -117,3 +120,45 @@ class EmbeddingShift(InterpLayer):
 
     def __repr__(self) -> str:
         return "shifted." + super().__repr__()
+
+
+class ContextEmbedding(InterpLayer):
+    """Wraps CLIP's ``token_embedding``; holds each adapter's learnt context vectors.
+
+    The context is ``(M, D)`` (shared by all classes) or ``(C, M, D)`` (class-specific). The tuner composes the
+    context of every prompt row (shared, per class, or per image) and calls the text model inside
+    :meth:`inject`, which writes those ``(R, M, D)`` vectors into the ``soft_mask`` positions of the ``(R, T)``
+    token embeddings, row by row, in order. Outside :meth:`inject` (or with adapters disabled) the embedding
+    behaves exactly like the base one, so ``CLIPModel.get_text_features`` keeps working on plain text.
+    """
+
+    adapter_layer_names = ("context",)
+
+    def __init__(self, base_layer: nn.Module, adapter_name: str, context: torch.Tensor, inference_mode: bool):
+        super().__init__(base_layer)
+        self.context = nn.ParameterDict()
+        self._injection: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.update_layer(adapter_name, context, inference_mode=inference_mode)
+
+    def update_layer(self, adapter_name: str, context: torch.Tensor, inference_mode: bool = False) -> None:
+        self.context[adapter_name] = nn.Parameter(context.clone())
+        self._register(adapter_name, inference_mode)
+
+    @contextmanager
+    def inject(self, prompt_context: torch.Tensor, soft_mask: torch.Tensor):
+        """Within this block, embed ``(R, T)`` ids with ``prompt_context`` ``(R, M, D)`` at ``soft_mask``."""
+        self._injection = (prompt_context, soft_mask)
+        try:
+            yield
+        finally:
+            self._injection = None
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        embeddings = self.base_layer(input_ids)  # (R, T, D)
+        if self._injection is None or self.active_adapter_name() is None:
+            return embeddings
+        prompt_context, soft_mask = self._injection
+        return embeddings.masked_scatter(soft_mask.unsqueeze(-1), prompt_context.to(embeddings.dtype))
+
+    def __repr__(self) -> str:
+        return "context." + super().__repr__()

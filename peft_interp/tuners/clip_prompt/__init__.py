@@ -1,0 +1,6 @@
+"""Machinery shared by the CLIP text-prompt methods (CoOp, IPL, IntCoOp, DualViewMI)."""
+
+from .config import ClipPromptConfig
+from .model import ClipPromptOutput, ClipPromptTuner, ContextDecoding
+
+__all__ = ["ClipPromptConfig", "ClipPromptOutput", "ClipPromptTuner", "ContextDecoding"]

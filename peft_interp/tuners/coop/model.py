@@ -1,0 +1,35 @@
+"""CoOp as a PEFT tuner: learnt context vectors in front of CLIP's class names."""
+
+from __future__ import annotations
+
+from ..clip_prompt.model import ClipPromptTuner
+
+
+class CoOpModel(ClipPromptTuner):
+    """Context Optimisation on a ``CLIPModel``: everything is the shared CLIP prompt core with its defaults.
+
+    Example:
+
+        ```py
+        >>> import torch
+        >>> from transformers import CLIPConfig, CLIPModel
+        >>> from peft import get_peft_model
+        >>> from peft_interp import CoOpConfig
+
+        >>> clip = CLIPModel(CLIPConfig(
+        ...     text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+        ...     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        ...                        image_size=32, patch_size=8), projection_dim=16))
+        >>> model = get_peft_model(clip, CoOpConfig(class_names=["cat", "dog", "red bird"]))
+        >>> out = model(pixel_values=torch.randn(2, 3, 32, 32), labels=torch.tensor([0, 2]))
+        >>> out.logits.shape
+        torch.Size([2, 3])
+        >>> model.set_class_names(["fox", "owl"])  # novel classes, no retraining
+        >>> model(pixel_values=torch.randn(2, 3, 32, 32)).logits.shape
+        torch.Size([2, 2])
+        >>> model.decode_context().prompt  # the nearest token of every context vector
+        'a photo of a {}.'
+        ```
+    """
+
+    prefix = "coop_"
