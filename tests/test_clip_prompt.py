@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from peft import PeftModel, get_peft_model
 
-from peft_interp import CoOpConfig
+from peft_interp import CoOpConfig, IPLConfig
 from peft_interp.data import load_clip_tokenizer
 from peft_interp.tuners.clip_prompt.model import TOKEN_EMBEDDING
 
@@ -40,9 +40,13 @@ def reference_text_features(clip, context, class_names, length=77):
     return torch.stack(features)
 
 
-@pytest.mark.parametrize("class_specific", [False, True])
-def test_truncated_prompts_match_full_77_token_reference(images, class_specific):
-    model = coop(class_specific_context=class_specific)
+@pytest.mark.parametrize(
+    "config_cls, class_specific", [(CoOpConfig, False), (CoOpConfig, True), (IPLConfig, False)]
+)
+def test_truncated_prompts_match_full_77_token_reference(images, config_cls, class_specific):
+    """Every method on the core: logits of EOS-truncated prompts equal those of full 77-token prompts."""
+    config = config_cls(class_names=CLASSES, class_specific_context=class_specific)
+    model = get_peft_model(make_clip(), config)
     context = model.base_model.context_layer.context["default"]
     with torch.no_grad():
         context.normal_()  # a trained-looking context, not the word embeddings

@@ -1,0 +1,119 @@
+"""IPL as a PEFT tuner: a CoOp context made readable by greedy token selection and anchoring."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..clip_prompt.model import ClipPromptOutput, ClipPromptTuner, ContextDecoding
+from ..clip_prompt.vocabulary import class_name_words, readable_token_ids
+from .config import IPLConfig
+from .selection import cosine_matrix, greedy_select
+
+
+class TokenAssignment(nn.Module):
+    """The readable token of every context position, ``(M,)`` token ids (-1 before the first selection)."""
+
+    def __init__(self, num_positions: int) -> None:
+        super().__init__()
+        self.register_buffer("token_ids", torch.full((num_positions,), -1, dtype=torch.long))
+
+    @property
+    def done(self) -> bool:
+        return bool((self.token_ids >= 0).all())
+
+
+class IPLModel(ClipPromptTuner):
+    """Interpretable Prompt Learning on a ``CLIPModel``.
+
+    Train like CoOp, calling ``model.on_train_step_begin(step)`` before each optimisation step (the trainers of
+    peft-interp do): every ``selection_interval`` steps the context's readable tokens are re-selected, and the loss
+    pulls the context toward them. ``model.explain_prompt()`` returns the readable prompt.
+
+    Example:
+
+        ```py
+        >>> from transformers import CLIPConfig, CLIPModel
+        >>> from peft import get_peft_model
+        >>> from peft_interp import IPLConfig
+
+        >>> clip = CLIPModel(CLIPConfig(
+        ...     text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+        ...     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        ...                        image_size=32, patch_size=8), projection_dim=16))
+        >>> model = get_peft_model(clip, IPLConfig(class_names=["cat", "dog"]))
+        >>> model.on_train_step_begin(0)  # selects readable tokens
+        >>> len(model.explain_prompt().tokens)
+        4
+        ```
+    """
+
+    prefix = "ipl_"
+    shared_module_names = ("ipl_assignment",)
+
+    def inject_adapter(self, model, adapter_name: str, **kwargs) -> None:
+        config: IPLConfig = self.peft_config[adapter_name]
+        device = next(model.parameters()).device
+        self._add_shared_modules(adapter_name, {"ipl_assignment": TokenAssignment(config.num_context_tokens)}, device)
+        super().inject_adapter(model, adapter_name, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------- selection
+    def candidate_ids(self, adapter_name: str | None = None) -> torch.Tensor:
+        """Readable candidate token ids under the config's vocabulary filter."""
+        adapter_name = adapter_name or self.active_adapters[0]
+        config: IPLConfig = self.peft_config[adapter_name]
+        excluded = list(config.excluded_words)
+        if config.exclude_class_name_words:
+            excluded += sorted(class_name_words(config.class_names))
+        key = ("candidates", adapter_name, config.min_word_length, config.max_word_length, tuple(excluded))
+        tokenizer = self.tokenizer(adapter_name)
+        return self._cached(
+            key,
+            lambda: readable_token_ids(tokenizer, config.min_word_length, config.max_word_length, excluded).to(
+                self.context_layer.weight.device
+            ),
+        )
+
+    @torch.no_grad()
+    def select_tokens(self, adapter_name: str | None = None) -> ContextDecoding:
+        """Run the discrete step now: pick readable tokens for the current context and assign them to positions."""
+        adapter_name = adapter_name or self.active_adapters[0]
+        config: IPLConfig = self.peft_config[adapter_name]
+        context = self.context_layer.context[adapter_name]  # (M, D)
+        candidates = self.candidate_ids(adapter_name)
+        embeddings = self.context_layer.weight[candidates]  # (V', D)
+        relevance = cosine_matrix(context, embeddings)  # (M, V')
+        k = config.num_selected_tokens or config.num_context_tokens
+        picked, _ = greedy_select(relevance, embeddings, k, config.redundancy_weight)
+        picked = torch.tensor(picked, device=relevance.device)
+        assignment = candidates[picked[relevance[:, picked].argmax(dim=1)]]  # (M,) token per position
+        self.ipl_assignment[adapter_name].token_ids.copy_(assignment)
+        decoding = self._decoding(adapter_name, context, assignment)
+        config.readable_prompt = decoding.prompt
+        return decoding
+
+    def on_train_step_begin(self, step: int) -> None:
+        adapter_name = self.active_adapter_in_use()
+        if adapter_name is not None and step % self.peft_config[adapter_name].selection_interval == 0:
+            self.select_tokens(adapter_name)
+
+    def _extra_losses(self, adapter_name: str, output: ClipPromptOutput) -> dict[str, tuple[float, torch.Tensor]]:
+        assignment = self.ipl_assignment[adapter_name]
+        if not assignment.done:
+            return {}
+        context = self.context_layer.context[adapter_name]
+        anchors = self.context_layer.weight[assignment.token_ids].detach()
+        anchor_loss = (context - anchors.to(context.dtype)).pow(2).sum(dim=-1).mean()
+        return {"anchor": (self.peft_config[adapter_name].anchor_weight, anchor_loss)}
+
+    # ------------------------------------------------------------------------------------------ interpretation
+    def explain_prompt(self, adapter_name: str | None = None) -> ContextDecoding:
+        """For each context position: the selected token, its distance to the continuous vector, and the readable
+        prompt (``{}`` marks the class name). Selects first if no selection was made yet."""
+        adapter_name = adapter_name or self.active_adapters[0]
+        assignment = self.ipl_assignment[adapter_name]
+        if not assignment.done:
+            return self.select_tokens(adapter_name)
+        with torch.no_grad():
+            return self._decoding(adapter_name, self.context_layer.context[adapter_name], assignment.token_ids)
+

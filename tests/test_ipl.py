@@ -1,0 +1,140 @@
+"""IPL: greedy selection against brute force, readable prompts, anchoring, save/load."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from peft import PeftModel, get_peft_model
+
+from peft_interp import IPLConfig
+from peft_interp.data import load_clip_tokenizer
+from peft_interp.tuners.ipl.selection import cosine_matrix, greedy_select, selection_objective
+
+from .tiny_models import make_clip
+
+CLASSES = ["red-headed blue-bodied bird", "cat", "small dog"]
+
+
+def brute_force(relevance, token_similarity, k, gamma, ordered, return_best=False):
+    """The optimum of the selection objective over all k-subsets (all orders of them when `ordered`)."""
+    candidates = range(relevance.shape[1])
+    pool = itertools.permutations(candidates, k) if ordered else itertools.combinations(candidates, k)
+    value, best = max((selection_objective(relevance, token_similarity, list(s), gamma), s) for s in pool)
+    return (value, best) if return_best else value
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_greedy_is_within_one_minus_one_over_e_of_brute_force(seed):
+    generator = torch.Generator().manual_seed(seed)
+    context, embeddings = torch.randn(5, 6, generator=generator), torch.randn(9, 6, generator=generator)
+    relevance, token_similarity = cosine_matrix(context, embeddings), cosine_matrix(embeddings, embeddings)
+    picked, gains = greedy_select(relevance, embeddings, k=3, redundancy_weight=0.0)
+    value = selection_objective(relevance, token_similarity, picked, 0.0)
+    assert math.isclose(value, sum(gains), rel_tol=1e-5, abs_tol=1e-6)
+    optimum = brute_force(relevance, token_similarity, 3, 0.0, ordered=False)
+    assert value >= (1 - 1 / math.e) * optimum - 1e-6
+    assert len(set(picked)) == 3
+
+
+def test_greedy_recovers_context_made_of_candidate_words_exactly():
+    embeddings = torch.eye(6)[:, :6] + 0.01 * torch.arange(6.0)[:, None]
+    context = embeddings[[4, 1, 3]]
+    relevance, similarity = cosine_matrix(context, embeddings), cosine_matrix(embeddings, embeddings)
+    picked, _ = greedy_select(relevance, embeddings, k=3, redundancy_weight=0.1)
+    assert sorted(picked) == [1, 3, 4]
+    _, best = brute_force(relevance, similarity, 3, 0.1, ordered=True, return_best=True)
+    assert sorted(best) == sorted(picked)  # greedy finds the optimal set
+
+
+def test_diversity_weight_trades_a_near_duplicate_for_a_distinct_token():
+    # two context vectors; candidates 0 and 1 are near-duplicates close to both (1 covers more), 2 is distinct
+    embeddings = torch.tensor([[1.0, 0.0, 0.0], [0.99, 0.14, 0.0], [0.0, 0.6, 0.8]])
+    context = torch.tensor([[1.0, 0.05, 0.0], [0.9, 0.3, 0.3]])
+    relevance, similarity = cosine_matrix(context, embeddings), cosine_matrix(embeddings, embeddings)
+    without, _ = greedy_select(relevance, embeddings, k=2, redundancy_weight=0.0)
+    with_diversity, _ = greedy_select(relevance, embeddings, k=2, redundancy_weight=1.0)
+    assert without == [1, 0]  # 0 still adds a little coverage
+    assert with_diversity == [1, 2]  # 0 would pay ~0.99 for being a near-duplicate of 1
+    optimum = brute_force(relevance, similarity, 2, 0.0, ordered=False)
+    assert math.isclose(selection_objective(relevance, similarity, without, 0.0), optimum, rel_tol=1e-6)
+    # with the order-dependent penalty greedy is only approximately optimal ({0, 2} scores 1.90, greedy 1.85)
+    optimum = brute_force(relevance, similarity, 2, 1.0, ordered=True)
+    assert (1 - 1 / math.e) * optimum <= selection_objective(relevance, similarity, with_diversity, 1.0) < optimum
+
+
+def test_selection_rejects_impossible_k():
+    with pytest.raises(ValueError, match="k=5"):
+        greedy_select(torch.rand(2, 3), torch.rand(3, 4), k=5, redundancy_weight=0.0)
+
+
+def ipl(**overrides):
+    return get_peft_model(make_clip(), IPLConfig(class_names=CLASSES, **overrides))
+
+
+def test_readable_prompt_is_made_of_whole_vocabulary_words():
+    model = ipl(num_context_tokens=6, context_init=None)
+    decoding = model.explain_prompt()
+    tokenizer = load_clip_tokenizer()
+    assert len(decoding.tokens) == 6 and decoding.prompt.endswith(" {}.")
+    for word, token_id in zip(decoding.tokens, decoding.token_ids.tolist()):
+        assert word.isalpha() and len(word) >= 3
+        assert tokenizer.encode(word, add_special_tokens=False) == [token_id]  # one whole-word token
+    assert not {"cat", "dog", "bird", "red", "small"} & set(decoding.tokens)  # class-name words excluded
+    assert model.peft_config["default"].readable_prompt == decoding.prompt
+    context = model.base_model.context_layer.context["default"]
+    embeddings = model.base_model.context_layer.weight[decoding.token_ids]
+    torch.testing.assert_close(decoding.distances, (context - embeddings).norm(dim=-1))
+
+
+def test_each_position_gets_its_most_similar_selected_token():
+    model = ipl(context_init=None)
+    decoding = model.base_model.select_tokens()
+    context = model.base_model.context_layer.context["default"]
+    chosen = decoding.token_ids.unique()
+    best = chosen[cosine_matrix(context, model.base_model.context_layer.weight[chosen]).argmax(dim=1)]
+    assert torch.equal(decoding.token_ids, best)
+
+
+def test_anchoring_pulls_the_context_toward_its_words(images, labels):
+    def train(anchor_weight):
+        model = ipl(context_init=None, anchor_weight=anchor_weight, selection_interval=1000)
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+        for step in range(15):
+            model.on_train_step_begin(step)  # selects at step 0 only
+            out = model(pixel_values=images, labels=labels)
+            optimizer.zero_grad()
+            out.loss.backward()
+            optimizer.step()
+        return model, out
+
+    anchored, out = train(anchor_weight=10.0)
+    assert set(out.loss_terms) == {"classification", "anchor"}
+    free, _ = train(anchor_weight=0.0)
+    start = ipl(context_init=None).explain_prompt().distances.mean()  # same seed: the same initial context
+    assert anchored.explain_prompt().distances.mean() < 0.8 * start
+    assert anchored.explain_prompt().distances.mean() < 0.8 * free.explain_prompt().distances.mean()
+
+
+def test_no_anchor_before_the_first_selection(images, labels):
+    out = ipl()(pixel_values=images, labels=labels)
+    assert set(out.loss_terms) == {"classification"}
+
+
+def test_selection_and_readable_prompt_survive_save_and_load(tmp_path, images):
+    model = ipl(context_init=None)
+    model.on_train_step_begin(0)
+    expected = model.explain_prompt()
+    logits = model(pixel_values=images).logits
+    model.save_pretrained(tmp_path)
+    reloaded = PeftModel.from_pretrained(make_clip(), tmp_path)
+    assert reloaded.peft_config["default"].readable_prompt == expected.prompt
+    assert torch.equal(reloaded.explain_prompt().token_ids, expected.token_ids)
+    assert torch.equal(reloaded(pixel_values=images).logits, logits)
+
+
+def test_ipl_config_errors():
+    with pytest.raises(ValueError, match="`context_learner` must be one of \\['coop'\\]"):
+        IPLConfig(class_names=CLASSES, context_learner="maple")
+    with pytest.raises(ValueError, match="`class_specific_context`"):
+        IPLConfig(class_names=CLASSES, class_specific_context=True)
