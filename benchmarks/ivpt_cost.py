@@ -9,11 +9,9 @@ Cases, per backbone:
 * ``IVPT train step``      the same for IVPT with ``equivariance_weight=0``
 * ``IVPT train step + equivariance``  the paper's full objective (a second forward/backward pass)
 
-Time: all cases of a backbone run in one process, round-robin (one run of each case per round, ``--repeats``
-rounds after a warm-up round), and each case reports its median. Interleaving keeps the ratios fair when the
-machine's speed drifts (CPU times here are noisy). Memory: each case in a fresh process, the peak resident memory
-added by one run (Linux VmHWM, reset before the run) over what was held before it (model, optimizer state), with
-glibc told to unmap every large block on free so that resident memory follows live memory.
+Time: all cases of a backbone in one process, interleaved round-robin, median of ``--repeats`` rounds; memory: the
+peak resident memory one run adds over what was held before it (model, optimizer state), each case in a fresh
+process (see ``_measure.py``).
 
     python benchmarks/ivpt_cost.py [--repeats 5] [--batch-size 8]
 """
@@ -21,13 +19,9 @@ glibc told to unmap every large block on free so that resident memory follows li
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import os
-import statistics
-import subprocess
-import sys
-import time
+
+import _measure
 
 CASES = ["backbone forward", "IVPT inference", "VPT-deep train step", "IVPT train step", "IVPT train step + equivariance"]
 BASELINE = {case: "backbone forward" if i < 2 else "VPT-deep train step" for i, case in enumerate(CASES)}
@@ -94,42 +88,12 @@ def build_cases(kind: str, batch_size: int, cases: list[str]) -> dict:
     return {case: makers[case]() for case in cases}
 
 
-def rss_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
 def time_cases(kind: str, repeats: int, batch_size: int) -> dict:
-    runs = build_cases(kind, batch_size, CASES)
-    seconds = {case: [] for case in CASES}
-    for round_index in range(repeats + 1):  # round 0 warms up (and allocates Adam state)
-        for case, run in runs.items():
-            start = time.perf_counter()
-            run()
-            if round_index:
-                seconds[case].append(time.perf_counter() - start)
-    return {case: statistics.median(values) for case, values in seconds.items()}
+    return _measure.interleaved_medians(build_cases(kind, batch_size, CASES), repeats)
 
 
 def peak_memory(kind: str, case: str, batch_size: int) -> float:
-    run = build_cases(kind, batch_size, [case])[case]
-    run()  # warm-up
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")  # reset the peak-RSS counter (VmHWM)
-    before = rss_kib("VmRSS")
-    run()
-    return (rss_kib("VmHWM") - before) / 1024
-
-
-def worker(args: list[str], env: dict | None = None):
-    result = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True, env=env)
-    if result.returncode:
-        raise RuntimeError(result.stderr)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return _measure.added_peak_mib(build_cases(kind, batch_size, [case])[case])
 
 
 def main() -> None:
@@ -146,15 +110,14 @@ def main() -> None:
             print(json.dumps(peak_memory(kind, rest[0], args.batch_size)))
         return
 
-    mmap_env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
     common = ["--repeats", str(args.repeats), "--batch-size", str(args.batch_size)]
     print(f"batch {args.batch_size}, {IMAGE_SIZE} px, {NUM_CLASSES} classes, median of {args.repeats} interleaved runs (CPU)\n")
     header = f"{'backbone':<18} {'case':<32} {'time s':>8} {'ratio':>7} {'peak MiB':>9} {'ratio':>7}"
     print(header)
     print("-" * len(header))
     for label, kind in BACKBONES.items():
-        seconds = worker(["time", kind, *common])
-        memory = {case: worker(["memory", kind, case, *common], env=mmap_env) for case in CASES}
+        seconds = _measure.run_worker(__file__, ["time", kind, *common])
+        memory = {case: _measure.run_worker(__file__, ["memory", kind, case, *common], env=_measure.MMAP_ENV) for case in CASES}
         for case in CASES:
             base = BASELINE[case]
             print(

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from peft import PeftModel, get_peft_model
 
 from peft_interp import IPLConfig
@@ -29,7 +30,7 @@ def test_greedy_is_within_one_minus_one_over_e_of_brute_force(seed):
     generator = torch.Generator().manual_seed(seed)
     context, embeddings = torch.randn(5, 6, generator=generator), torch.randn(9, 6, generator=generator)
     relevance, token_similarity = cosine_matrix(context, embeddings), cosine_matrix(embeddings, embeddings)
-    picked, gains = greedy_select(relevance, embeddings, k=3, redundancy_weight=0.0)
+    picked, gains = greedy_select(relevance, F.normalize(embeddings, dim=-1), k=3, redundancy_weight=0.0)
     value = selection_objective(relevance, token_similarity, picked, 0.0)
     assert math.isclose(value, sum(gains), rel_tol=1e-5, abs_tol=1e-6)
     optimum = brute_force(relevance, token_similarity, 3, 0.0, ordered=False)
@@ -37,11 +38,34 @@ def test_greedy_is_within_one_minus_one_over_e_of_brute_force(seed):
     assert len(set(picked)) == 3
 
 
+def naive_greedy(relevance, token_similarity, k, gamma):
+    """Plain greedy: at each step score every remaining candidate with the objective itself; returns the gains."""
+    picked, gains = [], []
+    for _ in range(k):
+        base = selection_objective(relevance, token_similarity, picked, gamma)
+        remaining = [t for t in range(relevance.shape[1]) if t not in picked]
+        scores = {t: selection_objective(relevance, token_similarity, picked + [t], gamma) - base for t in remaining}
+        picked.append(max(scores, key=scores.get))
+        gains.append(scores[picked[-1]])
+    return gains
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_vectorised_greedy_makes_the_picks_of_plain_greedy(seed):
+    generator = torch.Generator().manual_seed(seed)
+    context, embeddings = torch.randn(6, 5, generator=generator), torch.randn(40, 5, generator=generator)
+    relevance, similarity = cosine_matrix(context, embeddings), cosine_matrix(embeddings, embeddings)
+    picked, gains = greedy_select(relevance, F.normalize(embeddings, dim=-1), 6, redundancy_weight=0.3)
+    # same marginal gains at every step (picks may differ only between exactly tied candidates)
+    torch.testing.assert_close(torch.tensor(gains), torch.tensor(naive_greedy(relevance, similarity, 6, 0.3)))
+    assert len(set(picked)) == 6
+
+
 def test_greedy_recovers_context_made_of_candidate_words_exactly():
     embeddings = torch.eye(6)[:, :6] + 0.01 * torch.arange(6.0)[:, None]
     context = embeddings[[4, 1, 3]]
     relevance, similarity = cosine_matrix(context, embeddings), cosine_matrix(embeddings, embeddings)
-    picked, _ = greedy_select(relevance, embeddings, k=3, redundancy_weight=0.1)
+    picked, _ = greedy_select(relevance, F.normalize(embeddings, dim=-1), k=3, redundancy_weight=0.1)
     assert sorted(picked) == [1, 3, 4]
     _, best = brute_force(relevance, similarity, 3, 0.1, ordered=True, return_best=True)
     assert sorted(best) == sorted(picked)  # greedy finds the optimal set
@@ -52,8 +76,8 @@ def test_diversity_weight_trades_a_near_duplicate_for_a_distinct_token():
     embeddings = torch.tensor([[1.0, 0.0, 0.0], [0.99, 0.14, 0.0], [0.0, 0.6, 0.8]])
     context = torch.tensor([[1.0, 0.05, 0.0], [0.9, 0.3, 0.3]])
     relevance, similarity = cosine_matrix(context, embeddings), cosine_matrix(embeddings, embeddings)
-    without, _ = greedy_select(relevance, embeddings, k=2, redundancy_weight=0.0)
-    with_diversity, _ = greedy_select(relevance, embeddings, k=2, redundancy_weight=1.0)
+    without, _ = greedy_select(relevance, F.normalize(embeddings, dim=-1), k=2, redundancy_weight=0.0)
+    with_diversity, _ = greedy_select(relevance, F.normalize(embeddings, dim=-1), k=2, redundancy_weight=1.0)
     assert without == [1, 0]  # 0 still adds a little coverage
     assert with_diversity == [1, 2]  # 0 would pay ~0.99 for being a near-duplicate of 1
     optimum = brute_force(relevance, similarity, 2, 0.0, ordered=False)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..clip_prompt.model import ClipPromptOutput, ClipPromptTuner, ContextDecoding
 from ..clip_prompt.vocabulary import class_name_words, readable_token_ids
 from .config import IPLConfig
-from .selection import cosine_matrix, greedy_select
+from .selection import greedy_select
 
 
 class TokenAssignment(nn.Module):
@@ -74,6 +75,13 @@ class IPLModel(ClipPromptTuner):
             ),
         )
 
+    def candidate_units(self, adapter_name: str | None = None) -> torch.Tensor:
+        """``(V', D)`` L2-normalised token embeddings of the candidates (the token table is frozen: computed once)."""
+        adapter_name = adapter_name or self.active_adapters[0]
+        candidates = self.candidate_ids(adapter_name)
+        key = ("candidate units", adapter_name, tuple(candidates[[0, -1]].tolist()), len(candidates))
+        return self._cached(key, lambda: F.normalize(self.context_layer.weight[candidates].detach().float(), dim=-1))
+
     @torch.no_grad()
     def select_tokens(self, adapter_name: str | None = None) -> ContextDecoding:
         """Run the discrete step now: pick readable tokens for the current context and assign them to positions."""
@@ -81,10 +89,10 @@ class IPLModel(ClipPromptTuner):
         config: IPLConfig = self.peft_config[adapter_name]
         context = self.context_layer.context[adapter_name]  # (M, D)
         candidates = self.candidate_ids(adapter_name)
-        embeddings = self.context_layer.weight[candidates]  # (V', D)
-        relevance = cosine_matrix(context, embeddings)  # (M, V')
+        units = self.candidate_units(adapter_name)  # (V', D)
+        relevance = F.normalize(context.float(), dim=-1) @ units.T  # (M, V') cosine similarities
         k = config.num_selected_tokens or config.num_context_tokens
-        picked, _ = greedy_select(relevance, embeddings, k, config.redundancy_weight)
+        picked, _ = greedy_select(relevance, units, k, config.redundancy_weight)
         picked = torch.tensor(picked, device=relevance.device)
         assignment = candidates[picked[relevance[:, picked].argmax(dim=1)]]  # (M,) token per position
         self.ipl_assignment[adapter_name].token_ids.copy_(assignment)

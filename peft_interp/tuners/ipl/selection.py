@@ -11,9 +11,10 @@ Choose a set ``S`` of ``k`` candidate tokens for ``M`` context vectors ``c_p`` b
   depends on the order of selection, which makes the objective only approximately submodular (like the diversity
   penalty of IPL's reference trainer, gamma = 0.1 there).
 
-Every marginal gain can only shrink as ``S`` grows (coverage saturates, the penalty grows), so the greedy choice
-is the one a lazy-greedy implementation would make; we evaluate all candidates at once instead, which on a
-49,408-token vocabulary takes milliseconds.
+Every marginal gain can only shrink as ``S`` grows (coverage saturates, the penalty grows), so lazy greedy would
+make the same picks; scoring all candidates at once is simpler and, vectorised, already takes only milliseconds
+per pick on CLIP's vocabulary (a lazy variant tried here was slower: with ``M`` small, coverage saturates fast and
+stale bounds rarely hold).
 """
 
 from __future__ import annotations
@@ -44,13 +45,17 @@ def selection_objective(
 
 
 def greedy_select(
-    relevance: torch.Tensor, candidate_embeddings: torch.Tensor, k: int, redundancy_weight: float
+    relevance: torch.Tensor, candidate_units: torch.Tensor, k: int, redundancy_weight: float
 ) -> tuple[list[int], list[float]]:
     """Greedily pick ``k`` candidates maximising :func:`selection_objective`.
 
+    Each step scores every remaining candidate at once from two running vectors, the best similarity reached by
+    each context vector ``(M,)`` and each candidate's similarity to its closest pick ``(V,)``: ``O(V (M + D))``
+    per step, a few milliseconds for CLIP's 49,408 tokens.
+
     Args:
         relevance: ``(M, V)`` similarity of the ``M`` context vectors to the ``V`` candidates.
-        candidate_embeddings: ``(V, D)`` embeddings of the candidates (for the diversity term).
+        candidate_units: ``(V, D)`` L2-normalised embeddings of the candidates (for the diversity term).
         k: number of tokens to pick (``<= V``).
         redundancy_weight: ``gamma``.
 
@@ -60,18 +65,19 @@ def greedy_select(
     num_candidates = relevance.shape[1]
     if not 1 <= k <= num_candidates:
         raise ValueError(f"Cannot select k={k} tokens from {num_candidates} candidates.")
-    unit = F.normalize(candidate_embeddings.float(), dim=-1)
-    covered = torch.zeros(relevance.shape[0], device=relevance.device)  # (M,) best similarity so far (>= 0)
-    closest_selected = torch.zeros(num_candidates, device=relevance.device)  # (V,) max sim to the selection
-    available = torch.ones(num_candidates, dtype=torch.bool, device=relevance.device)
-    picked, gains = [], []
-    for step in range(k):
-        coverage_gain = (relevance - covered[:, None]).clamp_min(0).sum(dim=0)  # (V,)
-        gain = coverage_gain - redundancy_weight * closest_selected if step else coverage_gain
-        best = int(gain.masked_fill(~available, float("-inf")).argmax())
+    relevance = relevance.detach().clamp_min(0)
+    units = candidate_units.detach()
+    covered = relevance.new_zeros(relevance.shape[0])  # (M,) best similarity reached so far
+    closest_pick = relevance.new_zeros(num_candidates)  # (V,) similarity to the closest pick (penalty from pick 2 on)
+    picked: list[int] = []
+    gains: list[float] = []
+    for _ in range(k):
+        gain = (relevance - covered[:, None]).clamp_min(0).sum(dim=0) - redundancy_weight * closest_pick  # (V,)
+        if picked:
+            gain[picked] = float("-inf")
+        best = int(gain.argmax())
         picked.append(best)
         gains.append(float(gain[best]))
-        available[best] = False
-        covered = torch.maximum(covered, relevance[:, best].clamp_min(0))
-        closest_selected = torch.maximum(closest_selected, (unit @ unit[best]).clamp_min(0))
+        covered = torch.maximum(covered, relevance[:, best])
+        closest_pick = torch.maximum(closest_pick, (units @ units[best]).clamp_min(0))
     return picked, gains
