@@ -77,5 +77,12 @@ class PeftModelForInterpretability(PeftModel):
         """The active adapter's explanation of its decisions (see the tuner's ``explain``)."""
         return self.base_model.explain(*args, **kwargs)
 
+    def push_to_hub(self, repo_id: str, **kwargs: Any):
+        """Upload the adapter with its explanation and a model card (see :func:`peft_interp.sharing.push_adapter`);
+        PEFT's own ``push_to_hub`` would drop both."""
+        from .sharing import push_adapter
+
+        return push_adapter(self, repo_id, **kwargs)
+
 
 MODEL_TYPE_TO_PEFT_MODEL_MAPPING[INTERP_TASK_TYPE] = PeftModelForInterpretability

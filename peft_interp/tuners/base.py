@@ -19,6 +19,35 @@ from torch import nn
 
 from .layers import InterpLayer
 
+# Base-model facts an adapter depends on; recorded in the config and checked when it is loaded on a model.
+SIGNATURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "patch_size", "num_register_tokens", "vocab_size",
+                  "projection_dim")  # fmt: skip
+
+
+def base_model_signature(model: nn.Module) -> dict:
+    """The :data:`SIGNATURE_KEYS` of ``model.config`` and of its ``vision_config`` / ``text_config``."""
+    config = model.config.to_dict()
+    signature = {key: config[key] for key in SIGNATURE_KEYS if key in config}
+    for sub in ("vision_config", "text_config"):
+        if isinstance(config.get(sub), dict):
+            signature.update({f"{sub}.{key}": config[sub][key] for key in SIGNATURE_KEYS if key in config[sub]})
+    return signature
+
+
+def check_base_model(config, model: nn.Module) -> None:
+    """Record the base model's signature in ``config``, or, if it has one, raise when ``model`` differs."""
+    current = base_model_signature(model)
+    saved = getattr(config, "base_model_signature", None)
+    if saved and saved != current:
+        differences = {key: (saved.get(key), current.get(key)) for key in sorted(saved.keys() | current.keys())
+                       if saved.get(key) != current.get(key)}  # fmt: skip
+        details = "; ".join(f"{key}: adapter {a!r} vs model {b!r}" for key, (a, b) in differences.items())
+        raise ValueError(
+            f"This {type(config).__name__} adapter was made for a different base model ({details}). Load it on the "
+            f"base model it was trained on (`base_model_name_or_path`={config.base_model_name_or_path!r})."
+        )
+    config.base_model_signature = current
+
 
 class InterpTuner(BaseTuner):
     uses_shared_state = True
@@ -29,6 +58,9 @@ class InterpTuner(BaseTuner):
     _pending_targets: set[str]
 
     # ------------------------------------------------------------------------------------------------- injection
+    def _pre_injection_hook(self, model: nn.Module, config, adapter_name: str) -> None:
+        check_base_model(config, model)  # before any module is created or weight loaded
+
     def _prepare_adapter_config(self, peft_config, model_config):
         return peft_config  # targets come from the model's structure, see _pending_targets
 
@@ -72,6 +104,16 @@ class InterpTuner(BaseTuner):
         if hasattr(self.model, "peft_config"):
             del self.model.peft_config
         return self.model
+
+    def explanation_metadata(self, adapter_name: str | None = None) -> dict:
+        """What the adapter explains, as JSON-ready data (written to ``explanation.json`` when sharing)."""
+        config = self.peft_config[adapter_name or self.active_adapters[0]]
+        return {
+            "method": config.method_name,
+            "peft_type": config.peft_type.name,
+            "base_model": config.base_model_name_or_path,
+            "class_names": getattr(config, "class_names", None),
+        }
 
     def active_adapter_in_use(self) -> str | None:
         """The adapter the next forward runs with, or None when adapters are disabled."""

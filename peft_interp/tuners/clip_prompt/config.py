@@ -34,6 +34,8 @@ class ClipPromptConfig(PeftConfig):
             with peft-interp (identical to ``openai/clip-vit-base-patch16``'s).
         target_modules (`list[str]`): Filled in by the tuner: the wrapped module,
             ``text_model.embeddings.token_embedding``. Not a setting.
+        base_model_signature (`dict`): Filled in by the tuner (model type, widths, depths, vocabulary); loading the
+            adapter on a different base model fails with a message naming both. Not a setting.
     """
 
     method_name = ""  # set by subclasses: the registered method name
@@ -46,6 +48,7 @@ class ClipPromptConfig(PeftConfig):
     cache_image_features: bool = field(default=False, metadata={"help": "Reuse frozen image features."})
     tokenizer_name_or_path: Optional[str] = field(default=None, metadata={"help": "None = shipped CLIP BPE."})
     target_modules: Optional[list[str]] = field(default=None, metadata={"help": "Set by the tuner."})
+    base_model_signature: Optional[dict] = field(default=None, metadata={"help": "Set by the tuner."})
 
     def __post_init__(self) -> None:
         self.peft_type = peft_type_for(self.method_name)

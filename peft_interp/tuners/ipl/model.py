@@ -125,3 +125,15 @@ class IPLModel(ClipPromptTuner):
         with torch.no_grad():
             return self._decoding(adapter_name, self.context_layer.context[adapter_name], assignment.token_ids)
 
+
+    def explanation_metadata(self, adapter_name: str | None = None) -> dict:
+        """Class names, template and the selected readable words (with each vector's distance to its word)."""
+        adapter_name = adapter_name or self.active_adapters[0]
+        decoding = self.explain_prompt(adapter_name)
+        return {
+            **super().explanation_metadata(adapter_name),
+            "template": self.peft_config[adapter_name].template,
+            "readable_prompt": decoding.prompt,
+            "context_tokens": decoding.tokens,
+            "context_distances": decoding.distances.tolist(),
+        }

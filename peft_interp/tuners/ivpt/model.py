@@ -206,6 +206,17 @@ class IVPTModel(VisualPromptTuner):
             layer_names=tuple(name for name, _ in self._prompt_levels()) + ("head",),
         )
 
+    def explanation_metadata(self, adapter_name: str | None = None) -> dict:
+        config: IVPTConfig = self.peft_config[adapter_name or self.active_adapters[0]]
+        concepts = config.concept_names or [f"concept {n}" for n in range(config.num_concepts)]
+        return {
+            **super().explanation_metadata(adapter_name),
+            "num_classes": config.num_classes,
+            "concepts": concepts,
+            "prototypes_per_level": config.num_prototypes,
+            "prompted_blocks": config.resolve_blocks(self.layout),
+        }
+
     # -------------------------------------------------------------------------------------------------- training
     def optimizer_param_groups(self) -> list[dict]:
         """The paper's two learning-rate groups for the active adapter's trainable parameters: prototypes, spatial

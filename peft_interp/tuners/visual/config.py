@@ -25,6 +25,10 @@ class VisualPromptConfig(PeftConfig):
             depend on it). ``None`` takes the base model config's ``image_size``.
         train_token_embeddings (`bool`): Learn a shift of the CLS token, register tokens and position embeddings
             (stored in the adapter; the base weights stay frozen).
+        class_names (`list[str]`, *optional*): Names of the ``num_classes`` classes, for explanations and model cards.
+        concept_names (`list[str]`, *optional*): Names of the learnt concepts, once a person has looked at them.
+        base_model_signature (`dict`): Filled in by the tuner (model type, widths, depths); loading the adapter on a
+            different base model fails with a message naming both. Not a setting.
     """
 
     method_name = ""  # set by subclasses: the registered method name, e.g. "ivpt"
@@ -35,6 +39,9 @@ class VisualPromptConfig(PeftConfig):
     )
     image_size: Optional[int] = field(default=None, metadata={"help": "Input size; None = base config image_size."})
     train_token_embeddings: bool = field(default=False, metadata={"help": "Learn CLS/register/position shifts."})
+    class_names: Optional[list[str]] = field(default=None, metadata={"help": "Class names, for explanations."})
+    concept_names: Optional[list[str]] = field(default=None, metadata={"help": "Concept names, for explanations."})
+    base_model_signature: Optional[dict] = field(default=None, metadata={"help": "Set by the tuner."})
 
     def __post_init__(self) -> None:
         self.peft_type = peft_type_for(self.method_name)
@@ -44,6 +51,10 @@ class VisualPromptConfig(PeftConfig):
             raise ValueError(f"`num_classes` must be a positive int, got {self.num_classes!r}.")
         if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
             raise ValueError(f"`image_size` must be a positive int or None, got {self.image_size!r}.")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"`class_names` has {len(self.class_names)} names but `num_classes` is {self.num_classes}."
+            )
 
     def _required_num_blocks(self) -> Optional[int]:
         """How many blocks this config must prompt; None = any number (all blocks when ``target_modules`` is None)."""

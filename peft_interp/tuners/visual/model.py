@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ...backbones import VisionLayout, resolve_vision_layout
-from ..base import InterpTuner
+from ..base import InterpTuner, check_base_model
 from ..layers import EmbeddingShift, PromptedBlock
 from .config import VisualPromptConfig
 
@@ -43,6 +43,7 @@ class VisualPromptTuner(InterpTuner):
     def inject_adapter(self, model: nn.Module, adapter_name: str, **kwargs: Any) -> None:
         config: VisualPromptConfig = self.peft_config[adapter_name]
         self.layout = resolve_vision_layout(model)
+        check_base_model(config, model)  # also for adapters added after construction
         grid = config.resolved_image_size(self.layout) // self.layout.patch_size
         blocks = config.resolve_blocks(self.layout)
         targets = list(blocks)

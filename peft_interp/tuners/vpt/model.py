@@ -48,3 +48,7 @@ class VPTDeepModel(VisualPromptTuner):
         logits = head(cls_token)  # (B, C)
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         return ImageClassifierOutput(loss=loss, logits=logits)
+
+    def explanation_metadata(self, adapter_name: str | None = None) -> dict:
+        config: VPTDeepConfig = self.peft_config[adapter_name or self.active_adapters[0]]
+        return {**super().explanation_metadata(adapter_name), "num_classes": config.num_classes}

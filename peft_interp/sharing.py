@@ -1,0 +1,274 @@
+"""Sharing adapters together with their explanations: model cards, ``explanation.json``, Hub upload and loading.
+
+An adapter folder written by :func:`save_for_hub` (and uploaded by :func:`push_adapter`, or
+``model.push_to_hub(repo_id)``) holds::
+
+    adapter_config.json          PEFT's config (class names, readable prompt, ... live here too)
+    adapter_model.safetensors    the weights
+    explanation.json             what the adapter explains: concepts / readable prompt, class names, metrics
+    examples/*.png               example explanations (concept maps), when images were given
+    README.md                    a model card rendered from ``model_cards/adapter.md``, with Hub metadata
+
+:func:`load_explanation` reads ``explanation.json`` without any weights; :func:`load_adapter` checks the weights
+file before PEFT reads it and returns the model with its explanation attached.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, hf_hub_download
+from safetensors import SafetensorError, safe_open
+
+EXPLANATION_FILE = "explanation.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+CARD_TEMPLATE = Path(__file__).resolve().parent / "model_cards" / "adapter.md"  # the repository's model_cards/
+
+# Per method: title, one-paragraph summary, citation, task of the model-index entries.
+METHODS: dict[str, dict[str, str]] = {
+    "ivpt": {
+        "title": "IVPT (Interpretable Visual Prompt Tuning)",
+        "summary": "Prompts in the last blocks of the vision transformer are built from learnt concept prototypes; "
+        "each prediction is the mean of per-concept class scores, and the concept maps show where each concept is.",
+        "citation": "@inproceedings{wang2026ivpt,\n  title={Exploring Interpretability for Visual Prompt Tuning with "
+        "Cross-layer Concepts},\n  author={Wang, Yubin and others},\n  booktitle={ICLR},\n  year={2026}\n}",
+        "task": "image-classification",
+    },
+    "vpt_deep": {
+        "title": "VPT-deep (Visual Prompt Tuning)",
+        "summary": "Learnt prompt tokens in every block of the vision transformer and a linear head on the CLS token.",
+        "citation": "@inproceedings{jia2022vpt,\n  title={Visual Prompt Tuning},\n  author={Jia, Menglin and "
+        "Tang, Luming and Chen, Bor-Chun and Cardie, Claire and Belongie, Serge and Hariharan, Bharath and Lim, "
+        "Ser-Nam},\n  booktitle={ECCV},\n  year={2022}\n}",
+        "task": "image-classification",
+    },
+    "coop": {
+        "title": "CoOp (Context Optimization)",
+        "summary": "Learnt context vectors replace the words in front of CLIP's class names; CLIP stays frozen.",
+        "citation": "@article{zhou2022coop,\n  title={Learning to Prompt for Vision-Language Models},\n  author={Zhou, "
+        "Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},\n  journal={IJCV},\n  year={2022}\n}",
+        "task": "zero-shot-image-classification",
+    },
+    "ipl": {
+        "title": "IPL (Interpretable Prompt Learning)",
+        "summary": "A CoOp-style CLIP context made readable: human-readable, diverse vocabulary words are selected for it "
+        "and the context is pulled toward them, so the learnt prompt can be read.",
+        "citation": "@article{wang2026ipl,\n  title={Joint Semantic Token Selection and Prompt Optimization for "
+        "Interpretable Prompt Learning},\n  author={Wang and Zhao and Gong and Yin and Sun},\n  "
+        "journal={arXiv:2605.04425},\n  year={2026}\n}",
+        "task": "zero-shot-image-classification",
+    },
+}
+
+
+# --------------------------------------------------------------------------------------------------- writing
+def save_for_hub(
+    model,
+    save_directory: str | Path,
+    *,
+    repo_id: str | None = None,
+    metrics: dict[str, float] | None = None,
+    dataset: str | None = None,
+    example_images: torch.Tensor | None = None,
+    example_pixels: torch.Tensor | None = None,
+    license: str = "apache-2.0",
+    training_notes: str = "",
+) -> Path:
+    """Write the adapter, ``explanation.json``, example pictures and a model card to ``save_directory``.
+
+    Args:
+        model: a ``PeftModel`` of a peft-interp method.
+        repo_id: the Hub repository the card's snippets refer to (default: the folder name).
+        metrics: evaluation results, e.g. ``{"accuracy": 0.91}`` (become model-index entries on the card).
+        dataset: name or Hub id of the evaluation dataset.
+        example_pixels: ``(B, 3, S, S)`` model inputs to explain in ``examples/`` (IVPT: concept maps);
+            ``example_images``: the same images as ``(B, S, S, 3)`` uint8 for display.
+    """
+    save_directory = Path(save_directory)
+    model.save_pretrained(save_directory)
+    tuner = model.base_model
+    adapter_name = model.active_adapter
+    config = model.peft_config[adapter_name]
+    explanation = tuner.explanation_metadata(adapter_name)
+    explanation["metrics"] = dict(metrics or {})
+    if example_pixels is not None and hasattr(tuner, "explain"):
+        explanation["examples"] = _write_examples(model, save_directory, example_pixels, example_images)
+    (save_directory / EXPLANATION_FILE).write_text(json.dumps(explanation, indent=2, default=_jsonable))
+    card = render_model_card(config, explanation, repo_id or save_directory.name, dataset, license, training_notes)
+    card.save(save_directory / "README.md")
+    return save_directory
+
+
+def _jsonable(value: Any):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _write_examples(model, folder: Path, pixels: torch.Tensor, images) -> list[str]:
+    from .visualization import concept_map_panel, stack_panels
+
+    model.eval()
+    explanation = model.explain(pixels)
+    if explanation.concept_maps is None:
+        return []
+    names = model.peft_config[model.active_adapter].concept_names
+    shown = images if images is not None else _display_images(pixels)
+    panels = [
+        concept_map_panel(shown[i], explanation.concept_maps[-1][i], names, explanation.contributions[i].tolist())
+        for i in range(len(pixels))
+    ]
+    (folder / "examples").mkdir(exist_ok=True)
+    stack_panels(panels).save(folder / "examples" / "concept_maps.png")
+    return ["examples/concept_maps.png"]
+
+
+def _display_images(pixels: torch.Tensor):
+    """Min-max scale model inputs to uint8 pictures ``(B, S, S, 3)``."""
+    low = pixels.amin(dim=(1, 2, 3), keepdim=True)
+    high = pixels.amax(dim=(1, 2, 3), keepdim=True)
+    return ((pixels - low) / (high - low).clamp_min(1e-8) * 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+def render_model_card(
+    config, explanation: dict, repo_id: str, dataset: str | None, license: str, training_notes: str = ""
+) -> ModelCard:
+    """The model card of an adapter: Hub metadata (PEFT's ``library_name`` and ``base_model``, tags, datasets,
+    metrics as model-index entries, license) and the ``model_cards/adapter.md`` template filled in."""
+    method = explanation["method"]
+    info = METHODS[method]
+    base_model = config.base_model_name_or_path
+    metrics = explanation.get("metrics", {})
+    eval_results = [
+        EvalResult(
+            task_type=info["task"],
+            dataset_type=dataset or "custom",
+            dataset_name=dataset or "custom",
+            metric_type=name,
+            metric_value=float(value),
+        )
+        for name, value in metrics.items()
+    ]
+    card_data = ModelCardData(
+        library_name="peft",
+        base_model=base_model,
+        license=license,
+        tags=["peft", "peft-interp", method, "interpretability", info["task"]]
+        + ([f"base_model:adapter:{base_model}"] if base_model else []),
+        datasets=[dataset] if dataset else None,
+        metrics=sorted(metrics) or None,
+        pipeline_tag=info["task"],
+        model_name=repo_id,
+        eval_results=eval_results or None,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(CARD_TEMPLATE),
+        title=repo_id,
+        method_title=info["title"],
+        method_summary=info["summary"],
+        base_model=base_model or "a custom base model",
+        base_model_link=f"https://huggingface.co/{base_model}" if base_model else "#usage",
+        repo_id=repo_id,
+        explanation_markdown=_explanation_markdown(explanation),
+        usage=usage_snippet(config, repo_id),
+        metrics_markdown="\n".join(f"- **{k}**: {v:.4g}" for k, v in metrics.items()) or "No metrics recorded.",
+        training_markdown=training_notes or "See `adapter_config.json` for every hyper-parameter.",
+        citation=info["citation"],
+    )
+
+
+def _explanation_markdown(explanation: dict) -> str:
+    lines = []
+    if explanation.get("readable_prompt"):
+        lines.append(f"Readable prompt: **`{explanation['readable_prompt']}`** (`{{}}` is the class name).")
+    if explanation.get("concepts"):
+        lines.append(f"Concepts ({len(explanation['concepts'])}): " + ", ".join(explanation["concepts"]) + ".")
+    if explanation.get("class_names"):
+        names = explanation["class_names"]
+        shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+        lines.append(f"Classes: {shown}.")
+    for example in explanation.get("examples", []):
+        lines.append(f"![example explanation]({example})")
+    return "\n\n".join(lines) or "See `explanation.json`."
+
+
+def usage_snippet(config, repo_id: str) -> str:
+    """Python that loads the adapter on its base model and runs it."""
+    from .tuners.clip_prompt.config import ClipPromptConfig
+
+    base = config.base_model_name_or_path or "<base model>"
+    model_class = "CLIPModel" if isinstance(config, ClipPromptConfig) else "AutoModel"
+    return "\n".join(
+        [
+            "import torch",
+            f"from transformers import {model_class}",
+            "",
+            "import peft_interp  # registers the method with PEFT",
+            "from peft_interp.sharing import load_adapter",
+            "",
+            f'base = {model_class}.from_pretrained("{base}")',
+            f'model = load_adapter(base, "{repo_id}").eval()',
+            "explanation = model.explanation  # the contents of explanation.json",
+        ]
+    )
+
+
+def push_adapter(
+    model, repo_id: str, *, token: str | None = None, private: bool = False, commit_message: str | None = None, **kwargs
+):
+    """Save with :func:`save_for_hub` (``kwargs`` go there) and upload the folder to the Hub model repo ``repo_id``."""
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory() as folder:
+        save_for_hub(model, folder, repo_id=repo_id, **kwargs)
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        return api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            repo_type="model",
+            commit_message=commit_message or f"Upload {model.peft_config[model.active_adapter].peft_type.name} adapter",
+        )
+
+
+# --------------------------------------------------------------------------------------------------- reading
+def _local_or_hub_file(repo_or_path: str | Path, filename: str, **hub_kwargs) -> Path:
+    local = Path(repo_or_path) / filename
+    if local.is_file():
+        return local
+    if Path(repo_or_path).is_dir():
+        raise FileNotFoundError(f"{filename} not found in {repo_or_path}.")
+    return Path(hf_hub_download(str(repo_or_path), filename, **hub_kwargs))
+
+
+def load_explanation(repo_or_path: str | Path, **hub_kwargs) -> dict:
+    """The ``explanation.json`` of a saved or uploaded adapter, without loading any weights."""
+    return json.loads(_local_or_hub_file(repo_or_path, EXPLANATION_FILE, **hub_kwargs).read_text())
+
+
+def check_weights_file(path: str | Path) -> None:
+    """Raise a clear ``ValueError`` if ``path`` is not a complete safetensors file."""
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            for name in weights.keys():
+                weights.get_slice(name)[:]  # reads every tensor's bytes: catches truncated files
+    except (SafetensorError, OSError, RuntimeError) as error:
+        raise ValueError(f"{path} is not a valid safetensors file (corrupted or truncated?): {error}") from error
+
+
+def load_adapter(base_model, repo_or_path: str | Path, **kwargs):
+    """``PeftModel.from_pretrained`` after checking the weights file; the model's ``explanation`` attribute holds
+    ``explanation.json`` (``None`` if the folder has none)."""
+    from peft import PeftModel
+
+    hub_kwargs = {key: kwargs[key] for key in ("revision", "token") if key in kwargs}
+    check_weights_file(_local_or_hub_file(repo_or_path, WEIGHTS_FILE, **hub_kwargs))
+    model = PeftModel.from_pretrained(base_model, str(repo_or_path), **kwargs)
+    try:
+        model.explanation = load_explanation(repo_or_path, **hub_kwargs)
+    except (FileNotFoundError, OSError):
+        model.explanation = None
+    return model
