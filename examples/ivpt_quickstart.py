@@ -9,7 +9,8 @@ Runs on a CPU in a few minutes and needs no network:
    randomly initialised one built from a config. With network access, use
    ``Dinov2Model.from_pretrained("facebook/dinov2-with-registers-base")`` and ``image_size=518`` instead.
 3. IVPT and VPT-deep adapters trained the same way; accuracy on held-out images.
-4. IVPT's explanation of a few test images written to ``concept_maps.png``, the adapter saved and reloaded.
+4. IVPT's explanation of a few test images written to ``concept_maps.png``; the adapter saved as it would be
+   shared on the Hub (weights, ``explanation.json``, example pictures, model card) and reloaded.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
-from peft import PeftModel, get_peft_model
+from peft import get_peft_model
 from tqdm.auto import tqdm
 from transformers import Dinov2Config, Dinov2Model
 
 from peft_interp import IVPTConfig, VPTDeepConfig
 from peft_interp.data import class_names, load_conceptworld
+from peft_interp.sharing import load_adapter, save_for_hub
 from peft_interp.visualization import concept_map_panel, stack_panels
 
 IMAGE_SIZE = 64
@@ -104,8 +106,8 @@ def main() -> None:
     print(f"backbone: {backbone_name}\n")
 
     configs = {
-        "VPT-deep": VPTDeepConfig(num_classes=len(names), image_size=IMAGE_SIZE),
-        "IVPT": IVPTConfig(num_classes=len(names), image_size=IMAGE_SIZE),
+        "VPT-deep": VPTDeepConfig(num_classes=len(names), class_names=names, image_size=IMAGE_SIZE),
+        "IVPT": IVPTConfig(num_classes=len(names), class_names=names, image_size=IMAGE_SIZE),
     }
     rows, models = [], {}
     for method, config in configs.items():
@@ -136,11 +138,18 @@ def main() -> None:
     figure = args.output_dir / "concept_maps.png"
     stack_panels(panels).save(figure)
 
-    adapter_dir = args.output_dir / "ivpt_adapter"
-    ivpt.save_pretrained(adapter_dir)
-    reloaded = PeftModel.from_pretrained(load_backbone(args.seed)[0], adapter_dir).eval()
+    # The adapter as it would go to the Hub: weights, explanation.json, example concept maps and a model card.
+    adapter_dir = args.output_dir / "ivpt-conceptworld"
+    ivpt_accuracy = dict((method, accuracy) for method, _, accuracy, _ in rows)["IVPT"]
+    save_for_hub(
+        ivpt, adapter_dir, repo_id="ivpt-conceptworld", metrics={"accuracy": ivpt_accuracy}, dataset="conceptworld",
+        example_pixels=test_pixels[:4], example_images=test_images[:4],
+        training_notes=f"{args.steps} Adam steps, batch {args.batch_size}, {args.shots} shots per class, on {backbone_name}.",
+    )  # fmt: skip
+    reloaded = load_adapter(load_backbone(args.seed)[0], adapter_dir).eval()
     same = torch.equal(predict(reloaded, test_pixels[:32]), predict(ivpt, test_pixels[:32]))
-    print(f"\nconcept maps: {figure}\nadapter: {adapter_dir} (reloaded logits identical: {same})")
+    print(f"\nconcept maps: {figure}")
+    print(f"adapter with model card: {adapter_dir} (reloaded logits identical: {same})")
 
 
 if __name__ == "__main__":
