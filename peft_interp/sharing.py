@@ -94,7 +94,7 @@ def save_for_hub(
     adapter_name = model.active_adapter
     config = model.peft_config[adapter_name]
     explanation = tuner.explanation_metadata(adapter_name)
-    explanation["metrics"] = dict(metrics or {})
+    explanation["metrics"] = {name: float(f"{value:.6g}") for name, value in (metrics or {}).items()}
     if example_pixels is not None and hasattr(tuner, "explain"):
         explanation["examples"] = _write_examples(model, save_directory, example_pixels, example_images)
     (save_directory / EXPLANATION_FILE).write_text(json.dumps(explanation, indent=2, default=_jsonable))
