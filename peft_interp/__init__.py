@@ -5,13 +5,15 @@
 """
 
 from .registry import INTERP_TASK_TYPE, PeftModelForInterpretability, register_method
-from .tuners import CoOpConfig, CoOpModel, IPLConfig, IPLModel, IVPTConfig, IVPTModel, VPTDeepConfig, VPTDeepModel
+from .tuners import CoOpConfig, CoOpModel, DualViewMIConfig, DualViewMIModel, IPLConfig, IPLModel, IVPTConfig, IVPTModel, VPTDeepConfig, VPTDeepModel
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "CoOpConfig",
     "CoOpModel",
+    "DualViewMIConfig",
+    "DualViewMIModel",
     "IPLConfig",
     "IPLModel",
     "INTERP_TASK_TYPE",

@@ -53,6 +53,14 @@ METHODS: dict[str, dict[str, str]] = {
         "Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},\n  journal={IJCV},\n  year={2022}\n}",
         "task": "zero-shot-image-classification",
     },
+    "dualview_mi": {
+        "title": "DualViewMI (dual-view mutual-information prompt tuning)",
+        "summary": "A learnt CLIP context (the soft view) tied to hand-crafted prompts (the general view) by "
+        "maximising their mutual information, with a class-wise visual augmentation.",
+        "citation": "@article{zhang2024generalizable,\n  title={Generalizable Prompt Tuning for Vision-Language "
+        "Models},\n  author={Zhang, Qian},\n  journal={arXiv:2410.03189},\n  year={2024}\n}",
+        "task": "zero-shot-image-classification",
+    },
     "ipl": {
         "title": "IPL (Interpretable Prompt Learning)",
         "summary": "A CoOp-style CLIP context made readable: human-readable, diverse vocabulary words are selected for it "

@@ -1,0 +1,147 @@
+"""DualViewMI as a PEFT tuner: CoOp's soft prompt and CLIP's hand-crafted prompt tied by mutual information."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..clip_prompt.model import ClipPromptOutput, ClipPromptTuner, ContextDecoding
+from ..clip_prompt.vocabulary import class_name_words
+from .config import DualViewMIConfig
+from .layer import (
+    BilinearCritic,
+    feature_mixup_loss,
+    infonce_mi_loss,
+    mi_lower_bound,
+    mixup_weights,
+    prompt_mixup_loss,
+)
+
+
+@dataclass
+class ViewsExplanation:
+    """How far the learnt (soft) view of every class moved from its hand-crafted view.
+
+    Args:
+        class_names: the ``C`` classes.
+        view_similarity: ``(C,)`` cosine between each class's soft and hand-crafted text features.
+        mi_lower_bound: ``log C - L_mi``, the InfoNCE bound on the views' mutual information (nats).
+        context: nearest readable words of the context vectors.
+    """
+
+    class_names: list[str]
+    view_similarity: torch.Tensor
+    mi_lower_bound: float
+    context: ContextDecoding
+
+
+class DualViewMIModel(ClipPromptTuner):
+    """Dual-view mutual-information prompt tuning on a ``CLIPModel``.
+
+    Example:
+
+        ```py
+        >>> import torch
+        >>> from transformers import CLIPConfig, CLIPModel
+        >>> from peft import get_peft_model
+        >>> from peft_interp import DualViewMIConfig
+
+        >>> clip = CLIPModel(CLIPConfig(
+        ...     text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+        ...     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        ...                        image_size=32, patch_size=8), projection_dim=16))
+        >>> model = get_peft_model(clip, DualViewMIConfig(class_names=["cat", "dog", "owl"]))
+        >>> out = model(pixel_values=torch.randn(4, 3, 32, 32), labels=torch.tensor([0, 1, 2, 0]))
+        >>> sorted(out.loss_terms)
+        ['augmentation', 'classification', 'mutual_information']
+        >>> model.explain_views().view_similarity.shape
+        torch.Size([3])
+        ```
+    """
+
+    prefix = "dualview_"
+    shared_module_names = ("dualview_critic",)
+
+    def inject_adapter(self, model, adapter_name: str, **kwargs) -> None:
+        config: DualViewMIConfig = self.peft_config[adapter_name]
+        if config.mi_estimator == "bilinear_critic":
+            width = model.config.projection_dim
+            self._add_shared_modules(adapter_name, {"dualview_critic": BilinearCritic(width)}, model.device)
+        super().inject_adapter(model, adapter_name, **kwargs)
+
+    def hand_crafted_features(self, adapter_name: str) -> torch.Tensor:
+        """``(C, P)`` hand-crafted view: the normalised mean over the config's templates (computed once)."""
+        config: DualViewMIConfig = self.peft_config[adapter_name]
+        views = [self.zero_shot_text_features(config.class_names, t) for t in config.hand_crafted_templates]
+        return F.normalize(torch.stack(views).mean(dim=0), dim=-1)
+
+    def _critic(self, adapter_name: str) -> torch.Tensor | None:
+        critics = self._modules.get("dualview_critic")
+        return critics[adapter_name].weight if critics is not None and adapter_name in critics else None
+
+    def forward(self, pixel_values=None, labels=None, image_embeds=None, **kwargs) -> ClipPromptOutput:
+        output = super().forward(pixel_values=pixel_values, labels=labels, image_embeds=image_embeds, **kwargs)
+        adapter_name = self.active_adapter_in_use()
+        if adapter_name is None:
+            return output
+        config: DualViewMIConfig = self.peft_config[adapter_name]
+        soft, hand = output.text_embeds, self.hand_crafted_features(adapter_name)  # (C, P) each
+        if labels is not None:
+            terms = {"mutual_information": (config.mi_weight, self._mi_loss(adapter_name, soft, hand))}
+            if config.augmentation != "none":
+                terms["augmentation"] = (config.augmentation_weight, self._augmentation_loss(config, output, hand, labels))
+            output.loss = output.loss + sum(weight * value for weight, value in terms.values())
+            output.loss_terms.update({name: value for name, (_, value) in terms.items()})
+        if not self.training:
+            output.logits = self._inference_logits(config, output, soft, hand)
+        return output
+
+    def _mi_loss(self, adapter_name: str, soft: torch.Tensor, hand: torch.Tensor) -> torch.Tensor:
+        return infonce_mi_loss(soft, hand, self.peft_config[adapter_name].mi_temperature, self._critic(adapter_name))
+
+    def _augmentation_loss(self, config, output: ClipPromptOutput, hand, labels) -> torch.Tensor:
+        lam = mixup_weights(len(labels), config.mixup_alpha, labels.device)
+        if config.augmentation == "prompt_mixup":
+            return prompt_mixup_loss(output.text_embeds, hand, output.image_embeds, labels, lam, config.mi_temperature)
+        scale = self.model.logit_scale.exp()
+        return feature_mixup_loss(output.text_embeds, output.image_embeds, labels, lam, scale)
+
+    def _inference_logits(self, config, output: ClipPromptOutput, soft, hand) -> torch.Tensor:
+        scale = self.model.logit_scale.exp()
+        if config.inference == "late_fusion":
+            hand_logits = scale * output.image_embeds @ hand.T
+            return config.fusion_weight * output.logits + (1 - config.fusion_weight) * hand_logits
+        if config.inference == "average":
+            return scale * output.image_embeds @ F.normalize(soft + hand, dim=-1).T
+        return output.logits
+
+    # ------------------------------------------------------------------------------------------ interpretation
+    @torch.no_grad()
+    def explain_views(self, adapter_name: str | None = None) -> ViewsExplanation:
+        """Per class, the cosine between the soft and the hand-crafted view; the MI bound; the context's words."""
+        adapter_name = adapter_name or self.active_adapters[0]
+        config: DualViewMIConfig = self.peft_config[adapter_name]
+        soft = self._encode_classes(adapter_name, self._prompt_context(adapter_name, None))
+        hand = self.hand_crafted_features(adapter_name)
+        readable = self.readable_vocabulary(adapter_name, exclude_words=class_name_words(config.class_names))
+        return ViewsExplanation(
+            class_names=list(config.class_names),
+            view_similarity=(soft * hand).sum(dim=-1),
+            mi_lower_bound=float(mi_lower_bound(self._mi_loss(adapter_name, soft, hand), len(soft))),
+            context=self.decode_context(adapter_name, candidate_ids=readable),
+        )
+
+    def explanation_metadata(self, adapter_name: str | None = None) -> dict:
+        views = self.explain_views(adapter_name)
+        config = self.peft_config[adapter_name or self.active_adapters[0]]
+        return {
+            **super().explanation_metadata(adapter_name),
+            "templates": config.hand_crafted_templates,
+            "view_similarity": dict(zip(views.class_names, views.view_similarity.tolist())),
+            "mi_lower_bound": views.mi_lower_bound,
+            "readable_prompt": views.context.prompt,
+            "context_tokens": views.context.tokens,
+            "context_distances": views.context.distances.tolist(),
+        }
