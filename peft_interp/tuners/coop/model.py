@@ -30,6 +30,7 @@ class CoOpModel(ClipPromptTuner):
         torch.Size([2, 2])
         >>> model.decode_context().prompt  # the nearest token of every context vector
         'a photo of a {}.'
+
         ```
     """
 

@@ -58,6 +58,7 @@ class DualViewMIModel(ClipPromptTuner):
         ['augmentation', 'classification', 'mutual_information']
         >>> model.explain_views().view_similarity.shape
         torch.Size([3])
+
         ```
     """
 

@@ -46,6 +46,7 @@ class IPLModel(ClipPromptTuner):
         >>> model.on_train_step_begin(0)  # selects readable tokens
         >>> len(model.explain_prompt().tokens)
         4
+
         ```
     """
 

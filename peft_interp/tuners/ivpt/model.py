@@ -91,6 +91,7 @@ class IVPTModel(VisualPromptTuner):
         (torch.Size([2, 5]), torch.Size([2, 5, 4]), torch.Size([2, 5, 4, 4]))
         >>> model.explain(torch.randn(1, 3, 28, 28)).contributions.shape
         torch.Size([1, 4])
+
         ```
     """
 

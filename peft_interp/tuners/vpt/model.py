@@ -28,6 +28,7 @@ class VPTDeepModel(VisualPromptTuner):
         >>> model = get_peft_model(base, VPTDeepConfig(num_classes=3))
         >>> model(pixel_values=torch.randn(2, 3, 28, 28), labels=torch.tensor([0, 2])).logits.shape
         torch.Size([2, 3])
+
         ```
     """
 
