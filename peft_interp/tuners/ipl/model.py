@@ -107,13 +107,15 @@ class IPLModel(ClipPromptTuner):
             self.select_tokens(adapter_name)
 
     def _extra_losses(self, adapter_name: str, output: ClipPromptOutput) -> dict[str, tuple[float, torch.Tensor]]:
+        """The context learner's own terms plus the pull of each context vector toward its selected word."""
+        terms = super()._extra_losses(adapter_name, output)
         assignment = self.ipl_assignment[adapter_name]
-        if not assignment.done:
-            return {}
-        context = self.context_layer.context[adapter_name]
-        anchors = self.context_layer.weight[assignment.token_ids].detach()
-        anchor_loss = (context - anchors.to(context.dtype)).pow(2).sum(dim=-1).mean()
-        return {"anchor": (self.peft_config[adapter_name].anchor_weight, anchor_loss)}
+        if assignment.done:
+            context = self.context_layer.context[adapter_name]
+            anchors = self.context_layer.weight[assignment.token_ids].detach()
+            anchor_loss = (context - anchors.to(context.dtype)).pow(2).sum(dim=-1).mean()
+            terms["anchor"] = (self.peft_config[adapter_name].anchor_weight, anchor_loss)
+        return terms
 
     # ------------------------------------------------------------------------------------------ interpretation
     def explain_prompt(self, adapter_name: str | None = None) -> ContextDecoding:
