@@ -66,9 +66,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--test-per-class", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=0.02, help="SGD learning rate (tiny CLIP; the papers use 0.002)")
+    parser.add_argument("--lr", type=float, default=0.5, help="SGD learning rate (tiny CLIP; the papers use 0.002)")
     args = parser.parse_args()
 
     base_names, novel_names = class_names("base_train"), class_names("novel_train")
