@@ -5,7 +5,20 @@
 """
 
 from .registry import INTERP_TASK_TYPE, PeftModelForInterpretability, register_method
-from .tuners import CoOpConfig, CoOpModel, DualViewMIConfig, DualViewMIModel, IPLConfig, IPLModel, IVPTConfig, IVPTModel, VPTDeepConfig, VPTDeepModel
+from .tuners import (
+    CoOpConfig,
+    CoOpModel,
+    DualViewMIConfig,
+    DualViewMIModel,
+    IntCoOpConfig,
+    IntCoOpModel,
+    IPLConfig,
+    IPLModel,
+    IVPTConfig,
+    IVPTModel,
+    VPTDeepConfig,
+    VPTDeepModel,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -19,6 +32,8 @@ __all__ = [
     "INTERP_TASK_TYPE",
     "IVPTConfig",
     "IVPTModel",
+    "IntCoOpConfig",
+    "IntCoOpModel",
     "PeftModelForInterpretability",
     "VPTDeepConfig",
     "VPTDeepModel",

@@ -61,6 +61,15 @@ METHODS: dict[str, dict[str, str]] = {
         "Models},\n  author={Zhang, Qian},\n  journal={arXiv:2410.03189},\n  year={2024}\n}",
         "task": "zero-shot-image-classification",
     },
+    "intcoop": {
+        "title": "IntCoOp (interpretability-aware CLIP prompts)",
+        "summary": "CLIP context vectors conditioned on each image by attention, with an attribute word predicted "
+        "per image and placed before the class name.",
+        "citation": "@inproceedings{ghosal2024intcoop,\n  title={IntCoOp: Interpretability-Aware Vision-Language "
+        "Prompt Tuning},\n  author={Ghosal, Soumya Suvra and Basu, Samyadeep and Feizi, Soheil and Manocha, "
+        "Dinesh},\n  booktitle={EMNLP},\n  year={2024}\n}",
+        "task": "zero-shot-image-classification",
+    },
     "ipl": {
         "title": "IPL (Interpretable Prompt Learning)",
         "summary": "A CoOp-style CLIP context made readable: human-readable, diverse vocabulary words are selected for it "

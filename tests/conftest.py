@@ -11,6 +11,9 @@ import pytest
 import torch
 
 import peft_interp  # noqa: F401  (registers the methods)
+
+# Tiny models: one thread is faster than two fighting over 2 shared cores (8x on this machine).
+torch.set_num_threads(1)
 from tests.tiny_models import IMAGE_SIZE
 
 @pytest.fixture

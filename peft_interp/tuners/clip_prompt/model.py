@@ -272,15 +272,27 @@ class ClipPromptTuner(InterpTuner):
         return output
 
     def _encode_classes(self, adapter_name: str, context: torch.Tensor) -> torch.Tensor:
-        """Text features of the class prompts for a ``(C, M, D)`` or per-image ``(B, C, M, D)`` context."""
+        """Text features of the class prompts for a ``(C, M, D)`` or per-image ``(B, C, M, D)`` context.
+
+        A per-image context makes ``B x C`` prompt rows (row ``b * C + c``). They are encoded in chunks of at most
+        ``max_prompts_per_text_call`` rows when the adapter's config has that field (``None`` or absent: one call),
+        never one image at a time; each chunk is cut to its own longest EOS (same features, the encoder is causal).
+        """
         prompts = self.prompts(adapter_name)
         if context.ndim == 3:
             return self.encode_text(prompts, context)
         batch, num_classes = context.shape[:2]
-        tiled = PromptBatch(
-            prompts.input_ids.repeat(batch, 1), prompts.soft_mask.repeat(batch, 1), prompts.eos_positions.repeat(batch)
-        )
-        return self.encode_text(tiled, context.flatten(0, 1)).view(batch, num_classes, -1)
+        rows = batch * num_classes
+        chunk = getattr(self.peft_config[adapter_name], "max_prompts_per_text_call", None) or rows
+        flat = context.flatten(0, 1)  # (B * C, M, D)
+        features = []
+        for start in range(0, rows, chunk):
+            classes = torch.arange(start, min(start + chunk, rows), device=prompts.input_ids.device) % num_classes
+            length = int(prompts.eos_positions[classes].max()) + 1
+            ids, soft = prompts.input_ids[classes, :length], prompts.soft_mask[classes, :length]
+            part = PromptBatch(ids, soft, prompts.eos_positions[classes])
+            features.append(self.encode_text(part, flat[start : start + chunk]))
+        return torch.cat(features).view(batch, num_classes, -1)
 
     # ------------------------------------------------------------------------------------------ interpretation
     @torch.no_grad()
