@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from peft_interp.data import class_names, load_conceptworld
 from peft_interp.data.conceptworld import PART_NAMES
 from peft_interp.hub import default_processor, default_tokenizer, load_default, pretraining_info
+from peft_interp.pretrain import patch_part_labels
 
 
 PROMPTS = {"bare class name": "{}", "a photo of a {}.": "a photo of a {}."}
@@ -40,16 +41,6 @@ KNN_KS = (1, 3, 5, 10, 20)
 # ----------------------------------------------------------------------------------------------------------------
 # Data and features
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def patch_part_labels(part_masks: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """`(N, H, W)` part ids -> `(N, num_patches)`: each patch's majority part id (ties go to the smaller id),
-    patches in the row-major order of the ViT's patch tokens."""
-    num_images, height, width = part_masks.shape
-    patches = part_masks.reshape(num_images, height // patch_size, patch_size, width // patch_size, patch_size)
-    patches = patches.permute(0, 1, 3, 2, 4).reshape(num_images, -1, patch_size * patch_size).long()
-    counts = F.one_hot(patches, num_classes=len(PART_NAMES) + 1).sum(dim=2)  # (N, num_patches, 5)
-    return counts.argmax(dim=-1)
 
 
 @torch.no_grad()
@@ -74,12 +65,15 @@ def vision_features(model, pixel_values: torch.Tensor, batch_size: int = 500) ->
 
 
 @torch.no_grad()
-def zero_shot_accuracy(clip, tokenizer, pixel_values: torch.Tensor, labels: torch.Tensor, names: list[str], prompt: str) -> float:
+def zero_shot_accuracy(
+    clip, tokenizer, pixel_values: torch.Tensor, labels: torch.Tensor, names: list[str], prompt: str
+) -> float:
     """Top-1 accuracy of classifying images `(N, 3, H, W)` by cosine similarity to the prompted class names."""
     text = tokenizer([prompt.format(name) for name in names], padding=True, return_tensors="pt")
     text_embeds = F.normalize(clip.get_text_features(**text).pooler_output, dim=-1)  # (C, E)
-    image_embeds = torch.cat([clip.get_image_features(pixel_values=chunk).pooler_output for chunk in pixel_values.split(500)])
-    predictions = (F.normalize(image_embeds, dim=-1) @ text_embeds.T).argmax(-1)
+    chunks = pixel_values.split(500)
+    image_embeds = torch.cat([clip.get_image_features(pixel_values=chunk).pooler_output for chunk in chunks])
+    predictions = (F.normalize(image_embeds, dim=-1) @ text_embeds.T).argmax(-1)  # (N,)
     return (predictions == labels).float().mean().item()
 
 
@@ -99,17 +93,27 @@ def standardize(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def linear_probe(
-    train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor, num_classes: int, l2: float = 1e-3
+    train: torch.Tensor,
+    train_labels: torch.Tensor,
+    test: torch.Tensor,
+    num_classes: int,
+    l2: float = 1e-3,
+    balanced: bool = False,
 ) -> torch.Tensor:
     """Fits a multinomial logistic regression on `(N, D)` features (full batch, L-BFGS) and returns the predicted
-    labels `(M,)` of `test` `(M, D)`."""
+    labels `(M,)` of `test` `(M, D)`. With `balanced`, each class weighs in the loss in inverse proportion to its
+    frequency."""
     train, test = standardize(train, test)
     linear = torch.nn.Linear(train.shape[1], num_classes)
-    optimizer = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=200, history_size=20, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        linear.parameters(), lr=1.0, max_iter=200, history_size=20, line_search_fn="strong_wolfe"
+    )
+    counts = train_labels.bincount(minlength=num_classes).float()
+    class_weights = counts.sum() / (num_classes * counts.clamp(min=1)) if balanced else None
 
     def closure():
         optimizer.zero_grad()
-        loss = F.cross_entropy(linear(train), train_labels) + l2 * linear.weight.pow(2).sum()
+        loss = F.cross_entropy(linear(train), train_labels, weight=class_weights) + l2 * linear.weight.pow(2).sum()
         loss.backward()
         return loss
 
@@ -135,9 +139,15 @@ def knn_accuracies(
 
 
 def patch_probe(train_patches, train_labels, test_patches, test_labels) -> dict[str, float]:
-    """Linear probe of the part label of each patch: accuracy, balanced accuracy (mean per-part recall), and the
-    majority-class baseline's accuracy."""
-    predictions = linear_probe(train_patches.flatten(0, 1), train_labels.flatten(), test_patches.flatten(0, 1), len(PART_NAMES) + 1)
+    """Class-balanced linear probe of the part label of each patch: accuracy, balanced accuracy (mean per-label
+    recall), and the majority-class baseline's accuracy."""
+    predictions = linear_probe(
+        train_patches.flatten(0, 1),
+        train_labels.flatten(),
+        test_patches.flatten(0, 1),
+        num_classes=len(PART_NAMES) + 1,
+        balanced=True,
+    )
     targets = test_labels.flatten()
     recalls = [(predictions[targets == part] == part).float().mean().item() for part in targets.unique()]
     majority = train_labels.flatten().bincount().argmax()
@@ -149,31 +159,13 @@ def patch_probe(train_patches, train_labels, test_patches, test_labels) -> dict[
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Table
+# Data
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def random_init_like(model):
-    """The same architecture with fresh random weights (seeded), as a control."""
-    torch.manual_seed(0)
-    return type(model)(model.config).eval()
-
-
-def evaluate_backbone(model, splits: dict, shots: int) -> dict:
-    """Linear probe, k-NN and part probe of one backbone; `splits` holds pixel values, labels and patch labels."""
-    train, test = (vision_features(model, splits[name]["pixel_values"]) for name in ("base_train", "base_test"))
-    train_labels, test_labels = splits["base_train"]["labels"], splits["base_test"]["labels"]
-    results = {"parts": patch_probe(train["patches"], splits["base_train"]["patch_labels"], test["patches"], splits["base_test"]["patch_labels"])}
-    for pooling in ("cls", "mean"):
-        predictions = linear_probe(train[pooling], train_labels, test[pooling], len(splits["base_test"]["names"]))
-        results[f"linear {pooling}"] = (predictions == test_labels).float().mean().item()
-        results[f"knn {pooling}"] = knn_accuracies(train[pooling], train_labels, test[pooling], test_labels)
-    return results
-
-
 def load_splits(shots: int, images_per_class: int, patch_size: int) -> dict[str, dict]:
-    """`base_train` (`shots` per class, seed 1), `base_test` and `novel_test` (`images_per_class` per class), each
-    as `{"dataset", "labels" (N,), "patch_labels" (N, num_patches), "names"}`."""
+    """`base_train` (`shots` images per class, seed 1), `base_test` and `novel_test` (`images_per_class` per
+    class), each as `{"dataset", "labels" (N,), "patch_labels" (N, num_patches), "names"}`."""
     datasets = {
         "base_train": load_conceptworld("base_train", shots=shots, seed=1),
         "base_test": load_conceptworld("base_test", shots=images_per_class),
@@ -184,7 +176,7 @@ def load_splits(shots: int, images_per_class: int, patch_size: int) -> dict[str,
         part_masks = torch.from_numpy(np.asarray(dataset.with_format("numpy")["part_masks"]))
         splits[split] = {
             "dataset": dataset,
-            "labels": torch.tensor(dataset["label"]),
+            "labels": torch.tensor(list(dataset["label"])),
             "patch_labels": patch_part_labels(part_masks, patch_size),
             "names": class_names(split),
         }
@@ -192,15 +184,91 @@ def load_splits(shots: int, images_per_class: int, patch_size: int) -> dict[str,
 
 
 def with_pixel_values(splits: dict[str, dict], processor) -> dict[str, dict]:
-    """`splits` with each split's `(N, 3, H, W)` "pixel_values" computed by a backbone's image processor."""
-    return {
-        split: {**contents, "pixel_values": processor(contents["dataset"]["image"], return_tensors="pt").pixel_values}
+    """`splits`, each with its `(N, 3, H, W)` "pixel_values" computed by a backbone's image processor."""
+    pixel_values = {
+        split: processor(list(contents["dataset"]["image"]), return_tensors="pt").pixel_values
         for split, contents in splits.items()
     }
+    return {split: {**contents, "pixel_values": pixel_values[split]} for split, contents in splits.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def vision_tower(name: str, model):
+    """The image encoder of a shipped backbone: CLIP's vision tower, or the DINOv2 itself."""
+    return model.vision_model if name == "clip" else model
+
+
+def random_init_like(name: str, model):
+    """The same architecture with fresh random weights (seeded), initialised as `from_config` would: a control."""
+    torch.manual_seed(0)
+    return vision_tower(name, type(model)(model.config)).eval()
+
+
+def evaluate_backbone(vision, splits: dict[str, dict]) -> dict:
+    """Linear probes, k-NN and part probe of one image encoder."""
+    train, test = (vision_features(vision, splits[name]["pixel_values"]) for name in ("base_train", "base_test"))
+    train_labels, test_labels = splits["base_train"]["labels"], splits["base_test"]["labels"]
+    results = {
+        "parts": patch_probe(
+            train["patches"], splits["base_train"]["patch_labels"], test["patches"], splits["base_test"]["patch_labels"]
+        )
+    }
+    for pooling in ("cls", "mean"):
+        predictions = linear_probe(train[pooling], train_labels, test[pooling], len(splits["base_test"]["names"]))
+        results[f"linear {pooling}"] = (predictions == test_labels).float().mean().item()
+        results[f"knn {pooling}"] = knn_accuracies(train[pooling], train_labels, test[pooling], test_labels)
+    return results
 
 
 def percent(value: float) -> str:
-    return f"{100 * value:5.1f}"
+    return f"{100 * value:.1f}"
+
+
+def print_zero_shot_table(clip, tokenizer, splits: dict[str, dict]) -> None:
+    print("## Zero-shot CLIP (top-1 %, chance 2.0)\n")
+    print("| prompt | base_test | novel_test | HM |\n| --- | ---: | ---: | ---: |")
+    for label, prompt in PROMPTS.items():
+        accuracy = {
+            split: zero_shot_accuracy(
+                clip, tokenizer, splits[split]["pixel_values"], splits[split]["labels"], splits[split]["names"], prompt
+            )
+            for split in ("base_test", "novel_test")
+        }
+        hm = harmonic_mean(accuracy["base_test"], accuracy["novel_test"])
+        print(f"| {label} | {percent(accuracy['base_test'])} | {percent(accuracy['novel_test'])} | {percent(hm)} |")
+
+
+def print_probe_tables(rows: list[tuple[str, dict]], shots: int) -> None:
+    print(f"\n## Frozen features, base classes ({shots}-shot base_train -> base_test, top-1 %, chance 2.0)\n")
+    knn_header = " | ".join(f"{k}-NN" for k in KNN_KS)
+    print(f"| backbone | features | linear | {knn_header} |\n| --- | --- | ---: |" + " ---: |" * len(KNN_KS))
+    for label, results in rows:
+        for pooling in ("cls", "mean"):
+            knn = " | ".join(percent(results[f"knn {pooling}"][k]) for k in KNN_KS)
+            print(f"| {label} | {pooling} | {percent(results[f'linear {pooling}'])} | {knn} |")
+
+    print("\n## Per-patch part probe, last layer (labels: background, head, body, wing, tail; %)\n")
+    print("| backbone | accuracy | balanced accuracy | majority-class baseline |\n| --- | ---: | ---: | ---: |")
+    for label, results in rows:
+        parts = results["parts"]
+        scores = (parts["accuracy"], parts["balanced"], parts["majority"])
+        print(f"| {label} | " + " | ".join(map(percent, scores)) + " |")
+
+
+def print_pretraining_summary(names) -> None:
+    print("\n## Pretraining (from pretraining.json)\n")
+    for name in names:
+        info = pretraining_info(name)
+        seconds = info["wall_clock_seconds"]
+        print(
+            f"- {name}: {seconds['training'] / 60:.1f} min training (+ {seconds['rendering_images']:.0f} s rendering "
+            f"{info['settings']['num_images']} pretraining images, shared), {info['environment']['torch_threads']} "
+            f"thread(s), seed {info['seed']}, {info['num_parameters'] / 1e6:.2f} M parameters"
+        )
 
 
 def main() -> None:
@@ -213,52 +281,19 @@ def main() -> None:
     start = time.perf_counter()
 
     backbones = {name: load_default(name) for name in ("clip", "dinov2")}
-    tokenizer = default_tokenizer()
     patch_size = backbones["dinov2"].config.patch_size
-    assert backbones["clip"].config.vision_config.patch_size == patch_size
+    if backbones["clip"].config.vision_config.patch_size != patch_size:
+        raise ValueError("the part probe expects both backbones to use the same patch size")
     shared = load_splits(args.shots, args.images_per_class, patch_size)
     splits = {name: with_pixel_values(shared, default_processor(name)) for name in backbones}
 
-    print("## Zero-shot CLIP (top-1 %, chance 2.0)\n")
-    print("| prompt | base_test | novel_test | HM |\n| --- | ---: | ---: | ---: |")
-    clip_splits = splits["clip"]
-    for label, prompt in PROMPTS.items():
-        accuracy = {
-            split: zero_shot_accuracy(backbones["clip"], tokenizer, clip_splits[split]["pixel_values"], clip_splits[split]["labels"], clip_splits[split]["names"], prompt)
-            for split in ("base_test", "novel_test")
-        }
-        hm = harmonic_mean(accuracy["base_test"], accuracy["novel_test"])
-        print(f"| {label} | {percent(accuracy['base_test'])} | {percent(accuracy['novel_test'])} | {percent(hm)} |")
-
+    print_zero_shot_table(backbones["clip"], default_tokenizer(), splits["clip"])
     rows = []
     for name, model in backbones.items():
-        vision = model.vision_model if name == "clip" else model
-        for variant, backbone in (("pretrained", vision), ("random init", random_init_like(vision))):
-            rows.append((f"{name} {variant}", evaluate_backbone(backbone, splits[name], args.shots)))
-
-    print(f"\n## Frozen features, base classes ({args.shots}-shot base_train -> base_test, top-1 %, chance 2.0)\n")
-    knn_header = " | ".join(f"{k}-NN" for k in KNN_KS)
-    print(f"| backbone | features | linear | {knn_header} |\n| --- | --- | ---: |" + " ---: |" * len(KNN_KS))
-    for label, results in rows:
-        for pooling in ("cls", "mean"):
-            knn = " | ".join(percent(results[f"knn {pooling}"][k]) for k in KNN_KS)
-            print(f"| {label} | {pooling} | {percent(results[f'linear {pooling}'])} | {knn} |")
-
-    print("\n## Per-patch part probe (5 labels: background, head, body, wing, tail; %)\n")
-    print("| backbone | accuracy | balanced accuracy | majority-class baseline |\n| --- | ---: | ---: | ---: |")
-    for label, results in rows:
-        parts = results["parts"]
-        print(f"| {label} | {percent(parts['accuracy'])} | {percent(parts['balanced'])} | {percent(parts['majority'])} |")
-
-    print("\n## Pretraining (from pretraining.json)\n")
-    for name in backbones:
-        info = pretraining_info(name)
-        seconds = info["wall_clock_seconds"]
-        print(
-            f"- {name}: {seconds['training']:.0f} s training + {seconds['rendering_images']:.0f} s rendering "
-            f"{info['settings']['num_images']} images (shared), {info['environment']['torch_threads']} threads, "
-            f"seed {info['seed']}, {info['num_parameters'] / 1e6:.2f} M parameters"
-        )
+        rows.append((f"{name} pretrained", evaluate_backbone(vision_tower(name, model), splits[name])))
+        rows.append((f"{name} random init", evaluate_backbone(random_init_like(name, model), splits[name])))
+    print_probe_tables(rows, args.shots)
+    print_pretraining_summary(backbones)
     print(f"\nThis table took {time.perf_counter() - start:.0f} s.")
 
 

@@ -1,0 +1,112 @@
+"""The tiny pretrained backbones shipped with the package, loaded offline.
+
+`peft_interp/checkpoints/` holds two small models trained from scratch on ConceptWorld's pretraining split (see
+`peft_interp.pretrain` and `examples/pretrain_backbones.py`), in the ordinary Hugging Face format:
+
+    conceptworld-clip/     CLIPModel (64 px, 8 px patches, 128-wide 4-layer towers), CLIP tokenizer files,
+                           CLIPImageProcessor config, pretraining.json
+    conceptworld-dinov2/   Dinov2WithRegistersModel (64 px, 8 px patches, 128 wide, 4 layers, 4 registers),
+                           BitImageProcessor config, pretraining.json
+
+They stand in for the real backbones wherever no network is available (tests, examples, CI), and are good enough
+to make results mean something: the CLIP classifies unseen ConceptWorld classes zero-shot from their names, and the
+DINOv2's patch tokens tell the bird's parts apart (`benchmarks/conceptworld_baselines.py`). The CLIP is trained
+contrastively on images and captions; the DINOv2 by masked image modelling plus supervised part and attribute
+losses on the pretraining split (not by self-distillation, see `peft_interp.pretrain`), so that it sees parts
+partly by construction.
+
+With network access, the same code runs on the real models; only the loading line changes:
+
+```python
+>>> from transformers import CLIPModel, CLIPTokenizer, Dinov2WithRegistersModel
+>>> clip = CLIPModel.from_pretrained("openai/clip-vit-base-patch16")  # doctest: +SKIP
+>>> tokenizer = CLIPTokenizer.from_pretrained("openai/clip-vit-base-patch16")  # doctest: +SKIP
+>>> dinov2 = Dinov2WithRegistersModel.from_pretrained("facebook/dinov2-with-registers-base")  # doctest: +SKIP
+```
+
+(`Dinov2Model.from_pretrained("facebook/dinov2-base")` for DINOv2 without registers.) Offline:
+
+```python
+>>> from peft_interp.hub import default_processor, load_default
+>>> clip = load_default("clip")
+>>> processor = default_processor("clip")  # 64 px, OpenAI CLIP's mean and std
+>>> pixel_values = processor(images, return_tensors="pt").pixel_values  # doctest: +SKIP
+```
+
+Weights are stored in float16 to keep the package small; `load_default` returns float32 models by default.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    BitImageProcessorPil,
+    CLIPImageProcessorPil,
+    CLIPModel,
+    Dinov2WithRegistersModel,
+    PreTrainedModel,
+)
+
+from .data.tokenizer import OpenAICLIPTokenizer
+
+
+CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
+
+_DEFAULTS = {
+    "clip": ("conceptworld-clip", CLIPModel, CLIPImageProcessorPil),
+    "dinov2": ("conceptworld-dinov2", Dinov2WithRegistersModel, BitImageProcessorPil),
+}
+DEFAULT_BACKBONES = tuple(_DEFAULTS)
+
+
+def _lookup(name: str) -> tuple[str, type[PreTrainedModel], type]:
+    if name not in _DEFAULTS:
+        raise ValueError(f"unknown default backbone {name!r}, expected one of {DEFAULT_BACKBONES}")
+    return _DEFAULTS[name]
+
+
+def checkpoint_path(name: str) -> Path:
+    """The folder of the shipped checkpoint `name` ("clip" or "dinov2")."""
+    folder, _, _ = _lookup(name)
+    return CHECKPOINTS_DIR / folder
+
+
+def load_default(name: str, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """Loads a shipped backbone, without network access.
+
+    Args:
+        name (`str`): "clip" (a `CLIPModel`) or "dinov2" (a `Dinov2WithRegistersModel`).
+        dtype (`torch.dtype`, defaults to `torch.float32`): the dtype of the returned model (weights are stored in
+            float16).
+
+    Returns:
+        The model, in eval mode.
+    """
+    _, model_class, _ = _lookup(name)
+    return model_class.from_pretrained(checkpoint_path(name), dtype=dtype, local_files_only=True).eval()
+
+
+def default_processor(name: str):
+    """The image processor of a shipped backbone: resizes and crops to 64 px and normalises with the mean and std
+    the model was trained with (OpenAI CLIP's for "clip", ImageNet's for "dinov2").
+
+    Returns:
+        A `CLIPImageProcessorPil` or `BitImageProcessorPil` (the PIL backends, which need no torchvision).
+    """
+    _, _, processor_class = _lookup(name)
+    return processor_class.from_pretrained(checkpoint_path(name), local_files_only=True)
+
+
+def default_tokenizer() -> OpenAICLIPTokenizer:
+    """The CLIP checkpoint's tokenizer, with OpenAI's text cleaning (ids identical to `load_clip_tokenizer()`)."""
+    return OpenAICLIPTokenizer.from_pretrained(checkpoint_path("clip"), local_files_only=True)
+
+
+def pretraining_info(name: str) -> dict[str, Any]:
+    """What `pretraining.json` records about how a shipped backbone was trained: seed, ConceptWorld config,
+    settings, losses, wall-clock time, library versions."""
+    return json.loads((checkpoint_path(name) / "pretraining.json").read_text("utf-8"))

@@ -1,0 +1,616 @@
+"""Pretraining of the tiny ConceptWorld backbones shipped in `peft_interp/checkpoints/`.
+
+No pretrained weights can be downloaded in an offline test environment, so the package ships two small backbones
+trained from scratch, on a CPU, on the ConceptWorld **pretraining split only** (668 classes; no base or novel class
+is ever seen, and no class label is used):
+
+* `conceptworld-clip`: a `transformers.CLIPModel` (ViT image tower and text tower, OpenAI CLIP's real tokenizer and
+  49,408-token vocabulary) trained with CLIP's loss: symmetric InfoNCE over the image-caption pairs of a batch,
+  with a learnable temperature (clamped at 100, as in CLIP). Each image's caption is drawn again every epoch from
+  its twelve part attributes (`sample_caption`), in varied templates ("a photo of a red-headed blue-bodied ...
+  bird.", "a picture of a bird with a round red head, striped wings and ...", partial descriptions, ...), so that
+  the text tower learns what each attribute word means on its own and can read class names it never saw, as CLIP
+  does. Like CLIP, it is then a zero-shot classifier from class names alone, and a prompt ("a photo of a {}.")
+  works better than the bare class name. Trained from scratch, both towers start out mapping every input to nearly
+  the same embedding, and the text tower, which learns much faster than the image tower, then collapses onto a
+  constant embedding, a stationary point of the loss; so the text tower is frozen for its first
+  `clip_text_freeze_steps` steps while the image tower learns to match its (random but content-dependent) text
+  embeddings, then trained with its own short warm-up.
+* `conceptworld-dinov2`: a `transformers.Dinov2WithRegistersModel` trained without any downstream label, by
+  masked image modelling, SimMIM-style (Xie et al., 2022), with two auxiliary supervised losses on the pretraining
+  split's annotations. In half of the images of a batch, half of the patches, in 2 x 2 blocks, are replaced by the
+  model's mask token and a linear head predicts their pixels (normalised per patch, as in MAE) from the output
+  tokens; a linear head predicts from every output patch token (masked ones included) which part of the bird the
+  patch shows (from the part masks); and linear heads predict the image's twelve part attributes from the CLS
+  token. Why not self-supervision alone: the real DINOv2 gets its part-aware patch features and linearly separable
+  image features from self-distillation at a scale far beyond a few CPU minutes, and at this budget masked
+  modelling alone neither beat a randomly initialised ViT on the part probe nor gave usable image features (the
+  image features of the masked-modelling + part model scored 4% on the 50-class linear probe). The dense
+  supervision of the pretraining split stands in for what the real DINOv2 learns by itself. Downstream results
+  that rely on the backbone seeing parts (part discovery, concept maps) are therefore easier than with a purely
+  self-supervised backbone; `benchmarks/conceptworld_baselines.py` reports the part probe next to a randomly
+  initialised control.
+
+Both models see the same images, rendered once. Images are normalised with the mean and standard deviation of the
+real models (OpenAI CLIP's, ImageNet's for DINOv2), which the image processors saved next to the weights repeat.
+Everything is seeded (`PretrainingSettings.seed`): the images through ConceptWorld's own seeding, captions, masks,
+shuffling and initialisation through generators derived from it.
+
+Run it with `python examples/pretrain_backbones.py`, which saves both models in the Hugging Face format.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import CLIPConfig, CLIPModel, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+from .data.conceptworld import (
+    ATTRIBUTE_KINDS,
+    CLASS_ATTRIBUTES,
+    PART_NAMES,
+    ConceptWorldConfig,
+    attribute_vocabulary,
+    generate_split,
+)
+from .data.tokenizer import CLIP_CONTEXT_LENGTH, load_clip_tokenizer
+
+
+IMAGE_SIZE = 64
+PATCH_SIZE = 8
+
+CLIP_MEAN_STD = (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+DINOV2_MEAN_STD = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+
+Attributes = dict[str, dict[str, str]]  # {part: {"color": word, "pattern": word, "shape": word}}
+
+
+@dataclass
+class PretrainingSettings:
+    """Data, optimisation and seed of the pretraining (the values the shipped checkpoints were trained with).
+
+    Args:
+        seed (`int`): seeds the rendered images (ConceptWorld's `seed`), the initialisation, shuffling, captions
+            and masks.
+        num_images (`int`): pretraining-split images, rendered once and shared by both models.
+        image_size (`int`): image side in pixels.
+        batch_size (`int`): images per step (and the number of negatives of CLIP's contrastive loss).
+        warmup_fraction (`float`): the learning rate rises linearly over this fraction of the steps, then decays
+            to zero along a cosine.
+        weight_decay (`float`): AdamW weight decay of the weight matrices (not of biases, norms, embeddings and
+            the temperature).
+        clip_epochs / dinov2_epochs (`int`): passes over the images.
+        clip_learning_rate / dinov2_learning_rate (`float`): AdamW peak learning rates.
+        clip_text_freeze_steps (`int`): CLIP's text tower is frozen for this many first steps, then warmed up over
+            `clip_text_warmup_steps`.
+        masked_image_fraction (`float`): fraction of DINOv2's images (drawn per batch) that are masked.
+        mask_ratio (`float`): fraction of a masked image's patches DINOv2 has to reconstruct.
+        mask_block (`int`): masks are drawn as `mask_block x mask_block` blocks of patches.
+        part_loss_weight / attribute_loss_weight (`float`): weights of DINOv2's auxiliary losses, per-patch part
+            classification and per-image attribute classification (0 for pure masked image modelling).
+    """
+
+    seed: int = 0
+    num_images: int = 30_000
+    image_size: int = IMAGE_SIZE
+    batch_size: int = 64
+    warmup_fraction: float = 0.05
+    weight_decay: float = 0.05
+    clip_epochs: int = 3
+    clip_learning_rate: float = 1e-3
+    clip_text_freeze_steps: int = 200
+    clip_text_warmup_steps: int = 20
+    dinov2_epochs: int = 3
+    dinov2_learning_rate: float = 1.5e-3
+    masked_image_fraction: float = 0.5
+    mask_ratio: float = 0.5
+    mask_block: int = 2
+    part_loss_weight: float = 1.0
+    attribute_loss_weight: float = 1.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model configurations
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def tiny_clip_config(image_size: int = IMAGE_SIZE) -> CLIPConfig:
+    """A 4-layer, 128-wide ViT-B/16-style CLIP: 8 x 8 patches of 8 px, a 4-layer 128-wide text tower over CLIP's
+    full vocabulary (49,408 tokens, 77 positions), 128-dimensional joint embedding."""
+    vision = dict(
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=PATCH_SIZE,
+        projection_dim=128,
+    )
+    text = dict(
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        max_position_embeddings=CLIP_CONTEXT_LENGTH,
+        vocab_size=49_408,
+        bos_token_id=49_406,
+        eos_token_id=49_407,  # the text embedding is read at the first <|endoftext|>
+        pad_token_id=49_407,  # the tokenizer pads with <|endoftext|>
+        projection_dim=128,
+    )
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=128)
+
+
+def tiny_dinov2_config(image_size: int = IMAGE_SIZE) -> Dinov2WithRegistersConfig:
+    """A 4-layer, 128-wide DINOv2 with 4 register tokens: 8 x 8 patches of 8 px."""
+    return Dinov2WithRegistersConfig(
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        mlp_ratio=4,
+        image_size=image_size,
+        patch_size=PATCH_SIZE,
+        num_register_tokens=4,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class PretrainingData(NamedTuple):
+    """The rendered pretraining split.
+
+    images: `(N, 3, H, W)` uint8.
+    patch_parts: `(N, num_patches)` uint8, the majority part id (0 = background) of each patch's pixels, patches in
+        the row-major order of the ViT's patch tokens.
+    attributes: per image, its part attributes `{part: {"color", "pattern", "shape"}}`.
+    """
+
+    images: torch.Tensor
+    patch_parts: torch.Tensor
+    attributes: list[Attributes]
+
+
+def render_pretraining_images(
+    num_images: int, seed: int, config: ConceptWorldConfig, patch_size: int = PATCH_SIZE
+) -> PretrainingData:
+    """Renders the first `num_images` images of ConceptWorld's pretraining split."""
+    columns = generate_split("pretraining", num_images, seed=seed, config=config)
+    images = torch.from_numpy(np.stack(columns["image"])).permute(0, 3, 1, 2).contiguous()
+    part_masks = torch.from_numpy(np.stack(columns["part_masks"]))
+    return PretrainingData(images, patch_part_labels(part_masks, patch_size).to(torch.uint8), columns["attributes"])
+
+
+def patch_part_labels(part_masks: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """`(N, H, W)` part ids -> `(N, num_patches)` int64: each patch's majority part id (ties go to the smaller id),
+    patches in the row-major order of the ViT's patch tokens."""
+    num_images, height, width = part_masks.shape
+    patches = part_masks.reshape(num_images, height // patch_size, patch_size, width // patch_size, patch_size)
+    patches = patches.permute(0, 1, 3, 2, 4).reshape(num_images, -1, patch_size * patch_size).long()
+    counts = F.one_hot(patches, num_classes=len(PART_NAMES) + 1).sum(dim=2)
+    return counts.argmax(dim=-1)
+
+
+def normalize(images: torch.Tensor, mean_std: tuple[Sequence[float], Sequence[float]]) -> torch.Tensor:
+    """uint8 images `(B, 3, H, W)` -> float32 pixel values `(B, 3, H, W)`, as the image processors compute them
+    (rescaled to [0, 1], then standardised per channel)."""
+    mean, std = (torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1) for values in mean_std)
+    return (images.float() / 255.0 - mean) / std
+
+
+def random_flips(batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """`(batch_size,)` bool: which images of a batch to flip horizontally (each with probability 1/2)."""
+    return torch.rand(batch_size, generator=generator) < 0.5
+
+
+def flip_images(images: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Flips the images `(B, C, H, W)` for which `flips` `(B,)` is true."""
+    return torch.where(flips.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+def flip_patch_grid(values: torch.Tensor, flips: torch.Tensor, grid_size: int) -> torch.Tensor:
+    """Mirrors per-patch values `(B, grid_size * grid_size)` left-right where `flips` `(B,)` is true, to follow
+    `flip_images`."""
+    grid = values.view(-1, grid_size, grid_size)
+    return torch.where(flips.view(-1, 1, 1), grid.flip(-1), grid).reshape(values.shape)
+
+
+def batches(num_items: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Shuffled index batches of one epoch, dropping the last incomplete one."""
+    order = torch.randperm(num_items, generator=generator)
+    for start in range(0, num_items - batch_size + 1, batch_size):
+        yield order[start : start + batch_size]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Captions
+# ----------------------------------------------------------------------------------------------------------------
+
+_PART_NOUNS = {"head": "head", "body": "body", "wing": "wings", "tail": "tail"}
+_PART_ADJECTIVES = {"head": "headed", "body": "bodied", "wing": "winged", "tail": "tailed"}
+_PHOTO_PREFIXES = (
+    "a photo of",
+    "a photo of",
+    "a photo of",
+    "a picture of",
+    "an image of",
+    "a drawing of",
+    "a rendering of",
+    "a close-up photo of",
+    "a cropped photo of",
+    "a good photo of",
+)
+_WORD_ORDER = ("shape", "color", "pattern")  # "a long blue striped body"
+
+
+def _article(phrase: str, rng: np.random.Generator) -> str:
+    """Puts "a" or "an" before `phrase`; one time in ten "a", whatever the sound, as in real captions."""
+    article = "an" if phrase[0] in "aeiou" and rng.random() >= 0.1 else "a"
+    return f"{article} {phrase}"
+
+
+def _part_phrase(part: str, words: Sequence[str]) -> str:
+    """e.g. ("wing", ["red", "striped"]) -> "red striped wings"."""
+    return " ".join([*words, _PART_NOUNS[part]])
+
+
+def _join_phrases(phrases: Sequence[str]) -> str:
+    """["a", "b", "c"] -> "a, b and c"."""
+    return phrases[0] if len(phrases) == 1 else f"{', '.join(phrases[:-1])} and {phrases[-1]}"
+
+
+def _with_part_article(part: str, phrase: str, rng: np.random.Generator) -> str:
+    return phrase if part == "wing" else _article(phrase, rng)  # wings are plural
+
+
+def _choose_attributes(attributes: Attributes, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """The (part, kind) pairs a caption mentions: every class-defining attribute (head colour, body colour, wing
+    pattern, tail shape), plus each other attribute with probability 1/4; or, one caption in six, a random handful
+    (1 to 3) of the twelve attributes, class-defining or not."""
+    every_pair = [(part, kind) for part in PART_NAMES for kind in attributes[part]]
+    if rng.random() < 1 / 6:
+        count = int(rng.integers(1, 4))
+        return [every_pair[index] for index in sorted(rng.choice(len(every_pair), count, replace=False))]
+    return [pair for pair in every_pair if pair in CLASS_ATTRIBUTES or rng.random() < 0.25]
+
+
+def sample_caption(attributes: Attributes, rng: np.random.Generator) -> str:
+    """A random caption, true of an image with these part attributes.
+
+    Three forms, each after an optional prefix ("a photo of", "a picture of", ...):
+
+    * adjectives, as class names are made: "a red-headed blue-bodied striped-winged long-tailed bird" (class
+      attributes in the class names' order, any others after them);
+    * a description: "a bird with a round red head, a blue body, striped wings and a long tail" (parts in order or
+      shuffled);
+    * a mix: "a red-headed bird with a blue body, striped wings and a long tail".
+
+    Args:
+        attributes: `{part: {"color", "pattern", "shape"}}` of one image.
+        rng: the source of randomness.
+
+    Returns:
+        A lower-case sentence, usually ending with a period.
+    """
+    chosen = _choose_attributes(attributes, rng)
+    class_first = sorted(chosen, key=lambda pair: pair not in CLASS_ATTRIBUTES)  # stable: keeps part order
+    as_adjectives = {
+        0: class_first,  # adjectives only
+        1: [],  # description only
+        2: class_first[: int(rng.integers(1, len(class_first) + 1))],  # mixed
+    }[int(rng.choice(3, p=[0.45, 0.35, 0.2]))]
+
+    adjectives = [f"{attributes[part][kind]}-{_PART_ADJECTIVES[part]}" for part, kind in as_adjectives]
+    described = [pair for pair in chosen if pair not in as_adjectives]
+    parts = [part for part in PART_NAMES if any(p == part for p, _ in described)]
+    if rng.random() < 0.3:
+        parts = list(rng.permutation(parts))
+    phrases = [
+        _with_part_article(
+            part,
+            _part_phrase(part, [attributes[part][kind] for kind in _WORD_ORDER if (part, kind) in described]),
+            rng,
+        )
+        for part in parts
+    ]
+
+    subject = _article(" ".join([*adjectives, "bird"]), rng)
+    if phrases:
+        subject = f"{subject} with {_join_phrases(phrases)}"
+    if rng.random() < 0.7:
+        subject = f"{_PHOTO_PREFIXES[rng.integers(len(_PHOTO_PREFIXES))]} {subject}"
+    return f"{subject}." if rng.random() < 0.8 else subject
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Optimisation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def parameter_groups(named_parameters, weight_decay: float, **options) -> list[dict]:
+    """Two AdamW groups: the weight matrices, with weight decay, and the rest (biases, norms, embeddings, tokens,
+    temperature), without. `options` (e.g. `tower="text"`) are added to both groups."""
+    decay, no_decay = [], []
+    for name, parameter in named_parameters:
+        is_matrix = parameter.ndim >= 2 and "embedding" not in name and "token" not in name
+        (decay if is_matrix else no_decay).append(parameter)
+    return [
+        {"params": decay, "weight_decay": weight_decay, **options},
+        {"params": no_decay, "weight_decay": 0.0, **options},
+    ]
+
+
+def make_optimizer(groups: list[dict], learning_rate: float) -> torch.optim.AdamW:
+    """AdamW with CLIP's betas and epsilon."""
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.98), eps=1e-6)
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    """Learning-rate multiplier: linear warm-up over `warmup_fraction` of the steps, then cosine decay to 0."""
+    warmup_steps = max(1, round(warmup_fraction * total_steps))
+
+    def multiplier(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return multiplier
+
+
+def _optimisation_step(loss: torch.Tensor, model: nn.Module, optimizer, scheduler) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+
+
+def _log(name: str, epoch: int, losses: list[float], start: float) -> None:
+    print(f"[{name}] epoch {epoch + 1}: loss {np.mean(losses):.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLIP: contrastive image-caption training
+# ----------------------------------------------------------------------------------------------------------------
+
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+def delayed_warmup(start_step: int, warmup_steps: int, schedule: Callable[[int], float]) -> Callable[[int], float]:
+    """`schedule`, but 0 before `start_step` and ramped up linearly over the `warmup_steps` steps after it."""
+
+    def multiplier(step: int) -> float:
+        if step < start_step:
+            return 0.0
+        return schedule(step) * min(1.0, (step - start_step + 1) / warmup_steps)
+
+    return multiplier
+
+
+def train_clip(data: PretrainingData, settings: PretrainingSettings) -> tuple[CLIPModel, list[float]]:
+    """Trains a tiny CLIP from scratch with the symmetric InfoNCE loss of `CLIPModel(..., return_loss=True)`.
+
+    Args:
+        data: the pretraining images and their attributes (a new caption is drawn for every image every epoch).
+        settings: epochs, batch size, learning rate, text-tower freeze, seed.
+
+    Returns:
+        The trained model (in eval mode) and the mean loss of each epoch.
+    """
+    torch.manual_seed(settings.seed)
+    model = CLIPModel(tiny_clip_config(settings.image_size)).train()
+    tokenizer = load_clip_tokenizer()
+    generator = torch.Generator().manual_seed(settings.seed)
+    caption_rng = np.random.default_rng([settings.seed, 1])
+
+    text = [(name, p) for name, p in model.named_parameters() if name.startswith("text_model.")]
+    rest = [(name, p) for name, p in model.named_parameters() if not name.startswith("text_model.")]
+    groups = [
+        *parameter_groups(rest, settings.weight_decay, tower="image"),
+        *parameter_groups(text, settings.weight_decay, tower="text"),
+    ]
+    optimizer = make_optimizer(groups, settings.clip_learning_rate)
+    schedule = warmup_cosine(settings.clip_epochs * (len(data.images) // settings.batch_size), settings.warmup_fraction)
+    text_schedule = delayed_warmup(settings.clip_text_freeze_steps, settings.clip_text_warmup_steps, schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [text_schedule if group["tower"] == "text" else schedule for group in groups]
+    )
+    epoch_losses, start = [], time.perf_counter()
+    for epoch in range(settings.clip_epochs):
+        losses = []
+        for indices in batches(len(data.images), settings.batch_size, generator):
+            captions = [sample_caption(data.attributes[index], caption_rng) for index in indices.tolist()]
+            tokens = tokenizer(
+                captions, padding=True, truncation=True, max_length=CLIP_CONTEXT_LENGTH, return_tensors="pt"
+            )
+            flips = random_flips(len(indices), generator)
+            pixel_values = normalize(flip_images(data.images[indices], flips), CLIP_MEAN_STD)
+            loss = model(**tokens, pixel_values=pixel_values, return_loss=True).loss
+            _optimisation_step(loss, model, optimizer, scheduler)
+            with torch.no_grad():
+                model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+            losses.append(loss.item())
+        epoch_losses.append(float(np.mean(losses)))
+        _log("clip", epoch, losses, start)
+    return model.eval(), epoch_losses
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# DINOv2: masked image modelling
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def patchify(pixel_values: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """`(B, C, H, W)` -> `(B, num_patches, patch_size * patch_size * C)`, patches in the row-major order of the
+    ViT's patch tokens."""
+    batch, channels, height, width = pixel_values.shape
+    grid_h, grid_w = height // patch_size, width // patch_size
+    patches = pixel_values.reshape(batch, channels, grid_h, patch_size, grid_w, patch_size)
+    return patches.permute(0, 2, 4, 3, 5, 1).reshape(batch, grid_h * grid_w, patch_size * patch_size * channels)
+
+
+def sample_block_masks(
+    batch_size: int, grid_size: int, mask_ratio: float, block: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Random masks of `block x block` blocks of patches, the same number of blocks in every image.
+
+    Returns:
+        `(batch_size, grid_size * grid_size)` bool, `True` = masked, in the patch tokens' row-major order.
+    """
+    blocks_per_side = grid_size // block
+    num_blocks = blocks_per_side**2
+    num_masked = round(mask_ratio * num_blocks)
+    ranks = torch.rand(batch_size, num_blocks, generator=generator).argsort(dim=1).argsort(dim=1)
+    block_masks = (ranks < num_masked).view(batch_size, blocks_per_side, 1, blocks_per_side, 1)
+    masks = block_masks.expand(-1, -1, block, -1, block).reshape(batch_size, grid_size, grid_size)
+    return masks.reshape(batch_size, grid_size * grid_size)
+
+
+def masked_patch_loss(
+    predictions: torch.Tensor, pixel_values: torch.Tensor, masks: torch.Tensor, patch_size: int
+) -> torch.Tensor:
+    """Mean squared error of the predicted pixels of the masked patches, each patch's target standardised (MAE).
+
+    Args:
+        predictions: `(B, num_patches, patch_size * patch_size * 3)`.
+        pixel_values: `(B, 3, H, W)`, the unmasked input.
+        masks: `(B, num_patches)` bool, `True` = masked.
+    """
+    targets = patchify(pixel_values, patch_size)
+    targets = (targets - targets.mean(-1, keepdim=True)) / (targets.var(-1, keepdim=True) + 1e-6).sqrt()
+    per_patch = (predictions - targets).pow(2).mean(-1)
+    return (per_patch * masks).sum() / masks.sum().clamp(min=1)
+
+
+ATTRIBUTE_SLOTS = tuple((part, kind) for part in PART_NAMES for kind in ATTRIBUTE_KINDS)
+"""The twelve (part, attribute kind) pairs of an image, in the order of `attribute_targets`' columns."""
+
+
+def attribute_targets(attributes: Sequence[Attributes]) -> torch.Tensor:
+    """Per image, the index of each of its twelve attribute words in its vocabulary: `(N, 12)` int64."""
+    vocabularies = [attribute_vocabulary(part, kind) for part, kind in ATTRIBUTE_SLOTS]
+    return torch.tensor(
+        [
+            [vocabulary.index(image[part][kind]) for vocabulary, (part, kind) in zip(vocabularies, ATTRIBUTE_SLOTS)]
+            for image in attributes
+        ]
+    )
+
+
+class Dinov2Pretraining(nn.Module):
+    """A DINOv2 encoder with the linear heads used only during pretraining (they are not shipped): a pixel decoder
+    for the masked patches, a part classifier for every patch token and attribute classifiers for the CLS token."""
+
+    def __init__(self, config: Dinov2WithRegistersConfig, part_loss_weight: float, attribute_loss_weight: float):
+        super().__init__()
+        self.encoder = Dinov2WithRegistersModel(config)
+        self.decoder = nn.Linear(config.hidden_size, config.patch_size**2 * config.num_channels)
+        self.part_classifier = nn.Linear(config.hidden_size, len(PART_NAMES) + 1)
+        self.vocabulary_sizes = [len(attribute_vocabulary(part, kind)) for part, kind in ATTRIBUTE_SLOTS]
+        self.attribute_classifier = nn.Linear(config.hidden_size, sum(self.vocabulary_sizes))
+        self.num_prefix_tokens = 1 + config.num_register_tokens
+        self.part_loss_weight = part_loss_weight
+        self.attribute_loss_weight = attribute_loss_weight
+
+    def forward(
+        self, pixel_values: torch.Tensor, masks: torch.Tensor, patch_parts: torch.Tensor, attributes: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss (a scalar).
+
+        Args:
+            pixel_values: `(B, 3, H, W)` images.
+            masks: `(B, num_patches)` bool, True = masked (an image may have no masked patch).
+            patch_parts: `(B, num_patches)` part id of each patch.
+            attributes: `(B, 12)` attribute word indices (see `attribute_targets`).
+        """
+        hidden = self.encoder(pixel_values=pixel_values, bool_masked_pos=masks).last_hidden_state
+        patch_tokens = hidden[:, self.num_prefix_tokens :]
+        loss = masked_patch_loss(self.decoder(patch_tokens), pixel_values, masks, self.encoder.config.patch_size)
+        part_logits = self.part_classifier(patch_tokens)  # (B, num_patches, 5)
+        loss = loss + self.part_loss_weight * F.cross_entropy(part_logits.flatten(0, 1), patch_parts.flatten())
+        attribute_logits = self.attribute_classifier(hidden[:, 0]).split(self.vocabulary_sizes, dim=-1)
+        attribute_loss = sum(F.cross_entropy(logits, attributes[:, i]) for i, logits in enumerate(attribute_logits))
+        return loss + self.attribute_loss_weight * attribute_loss / len(attribute_logits)
+
+
+def train_dinov2(data: PretrainingData, settings: PretrainingSettings) -> tuple[Dinov2WithRegistersModel, list[float]]:
+    """Trains a tiny DINOv2 from scratch by masked image modelling, with the auxiliary part and attribute losses.
+
+    Args:
+        data: the pretraining images, the part ids of their patches and their attributes.
+        settings: epochs, batch size, learning rate, masking, loss weights, seed.
+
+    Returns:
+        The trained encoder (in eval mode; the heads are dropped) and the mean loss of each epoch.
+    """
+    torch.manual_seed(settings.seed)
+    config = tiny_dinov2_config(settings.image_size)
+    model = Dinov2Pretraining(config, settings.part_loss_weight, settings.attribute_loss_weight).train()
+    generator = torch.Generator().manual_seed(settings.seed + 1)
+    grid_size = settings.image_size // config.patch_size
+    attributes = attribute_targets(data.attributes)
+
+    optimizer = make_optimizer(
+        parameter_groups(model.named_parameters(), settings.weight_decay), settings.dinov2_learning_rate
+    )
+    total_steps = settings.dinov2_epochs * (len(data.images) // settings.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, settings.warmup_fraction))
+    epoch_losses, start = [], time.perf_counter()
+    for epoch in range(settings.dinov2_epochs):
+        losses = []
+        for indices in batches(len(data.images), settings.batch_size, generator):
+            flips = random_flips(len(indices), generator)
+            pixel_values = normalize(flip_images(data.images[indices], flips), DINOV2_MEAN_STD)
+            patch_parts = flip_patch_grid(data.patch_parts[indices].long(), flips, grid_size)
+            masks = sample_block_masks(len(indices), grid_size, settings.mask_ratio, settings.mask_block, generator)
+            masks &= (torch.rand(len(indices), generator=generator) < settings.masked_image_fraction)[:, None]
+            loss = model(pixel_values, masks, patch_parts, attributes[indices])
+            _optimisation_step(loss, model, optimizer, scheduler)
+            losses.append(loss.item())
+        epoch_losses.append(float(np.mean(losses)))
+        _log("dinov2", epoch, losses, start)
+    return model.encoder.eval(), epoch_losses
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Saving
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def image_processor(name: str, image_size: int = IMAGE_SIZE):
+    """The image processor matching `normalize(images, ...)` for backbone `name` ("clip" or "dinov2"): a resize of
+    the shortest edge and a centre crop to `image_size` (no-ops on ConceptWorld images), rescaling to [0, 1] and the
+    model's mean and std."""
+    from transformers import BitImageProcessorPil, CLIPImageProcessorPil
+
+    processor_class, (mean, std) = {
+        "clip": (CLIPImageProcessorPil, CLIP_MEAN_STD),
+        "dinov2": (BitImageProcessorPil, DINOV2_MEAN_STD),
+    }[name]
+    return processor_class(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        image_mean=list(mean),
+        image_std=list(std),
+    )
+
+
+def save_backbone(model: nn.Module, directory, processor, tokenizer=None, dtype: torch.dtype = torch.float16) -> None:
+    """Saves `model` (as safetensors, in `dtype`), its image processor and, for CLIP, its tokenizer in `directory`."""
+    model.to(dtype).save_pretrained(directory)
+    model.float()
+    processor.save_pretrained(directory)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)

@@ -1,0 +1,209 @@
+"""Tests of the tiny pretrained backbones shipped in `peft_interp/checkpoints/` and of the code that trained them.
+
+The shipped weights are checked for real: they load offline, have the documented architecture, and the CLIP
+classifies unseen (novel) ConceptWorld classes zero-shot well above chance.
+"""
+
+import os
+import re
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from torch.nn import functional as F
+from transformers import CLIPModel, CLIPTokenizer, Dinov2WithRegistersModel
+
+from peft_interp.data import class_names, load_clip_tokenizer, load_conceptworld
+from peft_interp.data.conceptworld import ConceptWorldConfig, all_classes, sample_attributes
+from peft_interp.hub import (
+    DEFAULT_BACKBONES,
+    checkpoint_path,
+    default_processor,
+    default_tokenizer,
+    load_default,
+    pretraining_info,
+)
+from peft_interp.pretrain import (
+    CLIP_MEAN_STD,
+    DINOV2_MEAN_STD,
+    PretrainingSettings,
+    flip_images,
+    flip_patch_grid,
+    normalize,
+    patch_part_labels,
+    patchify,
+    render_pretraining_images,
+    sample_block_masks,
+    sample_caption,
+    train_clip,
+    train_dinov2,
+)
+
+
+MAX_WEIGHTS_MB = 25.0
+
+
+@pytest.fixture(scope="module")
+def clip() -> CLIPModel:
+    return load_default("clip")
+
+
+@pytest.fixture(scope="module")
+def dinov2() -> Dinov2WithRegistersModel:
+    return load_default("dinov2")
+
+
+@pytest.fixture(scope="module")
+def novel_test_sample():
+    """100 novel_test images, 2 per novel class."""
+    return load_conceptworld("novel_test", shots=2)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shipped checkpoints
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_checkpoints_load_offline(clip, dinov2):
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert isinstance(clip, CLIPModel) and isinstance(dinov2, Dinov2WithRegistersModel)
+    for model in (clip, dinov2):
+        assert not model.training
+        assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
+
+
+def test_unknown_backbone_name():
+    with pytest.raises(ValueError, match="unknown default backbone"):
+        load_default("resnet")
+
+
+def test_clip_architecture(clip):
+    vision, text = clip.config.vision_config, clip.config.text_config
+    assert (vision.image_size, vision.patch_size, vision.hidden_size, vision.num_hidden_layers) == (64, 8, 128, 4)
+    assert (text.vocab_size, text.max_position_embeddings) == (49408, 77)
+    assert (text.hidden_size, text.num_hidden_layers) == (128, 4)
+    assert text.eos_token_id == 49407
+    assert clip.config.projection_dim == 128
+    assert 0 < clip.logit_scale.exp().item() <= 100.0
+
+
+def test_dinov2_architecture(dinov2):
+    config = dinov2.config
+    assert (config.image_size, config.patch_size, config.hidden_size, config.num_hidden_layers) == (64, 8, 128, 4)
+    assert config.num_register_tokens == 4
+
+
+def test_weights_are_small_float16_safetensors():
+    total_bytes = 0
+    for name in DEFAULT_BACKBONES:
+        weights = checkpoint_path(name) / "model.safetensors"
+        total_bytes += weights.stat().st_size
+        with safe_open(weights, framework="pt") as file:
+            assert {file.get_slice(key).get_dtype() for key in file.keys()} == {"F16"}
+    assert total_bytes / 2**20 <= MAX_WEIGHTS_MB
+
+
+def test_outputs_are_finite(clip, dinov2):
+    pixel_values = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    text = default_tokenizer()(["a photo of a bird.", "a red-headed bird"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        clip_output = clip(**text, pixel_values=pixel_values)
+        dinov2_output = dinov2(pixel_values=pixel_values)
+    assert clip_output.logits_per_image.shape == (2, 2)
+    assert clip_output.image_embeds.shape == clip_output.text_embeds.shape == (2, 128)
+    assert dinov2_output.last_hidden_state.shape == (2, 1 + 4 + 64, 128)
+    assert torch.isfinite(clip_output.logits_per_image).all()
+    assert torch.isfinite(clip_output.vision_model_output.last_hidden_state).all()
+    assert torch.isfinite(dinov2_output.last_hidden_state).all()
+
+
+@pytest.mark.parametrize("name, mean_std", [("clip", CLIP_MEAN_STD), ("dinov2", DINOV2_MEAN_STD)])
+def test_processor_normalizes_as_in_pretraining(name, mean_std, novel_test_sample):
+    images = list(novel_test_sample.select(range(4))["image"])
+    pixel_values = default_processor(name)(images, return_tensors="pt").pixel_values
+    uint8 = torch.from_numpy(np.stack([np.asarray(image) for image in images])).permute(0, 3, 1, 2)
+    torch.testing.assert_close(pixel_values, normalize(uint8, mean_std), atol=1e-5, rtol=0)
+
+
+def test_checkpoint_tokenizer_matches_shipped_tokenizer():
+    texts = [*class_names("novel_test")[:5], "a photo of a red-headed blue-bodied striped-winged long-tailed bird."]
+    reference = load_clip_tokenizer()(texts)["input_ids"]
+    assert CLIPTokenizer.from_pretrained(checkpoint_path("clip"))(texts)["input_ids"] == reference
+    tricky = ["caf\u00e9 &amp; \u201cquotes\u201d", "\uff21\uff22\uff23 \ufb01sh"]  # needs OpenAI's text cleaning
+    assert default_tokenizer()(tricky)["input_ids"] == load_clip_tokenizer()(tricky)["input_ids"]
+
+
+@torch.no_grad()
+def test_clip_zero_shot_on_novel_classes(clip, novel_test_sample):
+    """Classes never seen in pretraining, recognised from their names alone, at least 3x chance (the sanity table of
+    `benchmarks/conceptworld_baselines.py` measures about 17x on the whole novel_test split)."""
+    names = class_names("novel_test")
+    text = default_tokenizer()([f"a photo of a {name}." for name in names], padding=True, return_tensors="pt")
+    text_embeds = F.normalize(clip.get_text_features(**text).pooler_output, dim=-1)
+    pixel_values = default_processor("clip")(list(novel_test_sample["image"]), return_tensors="pt").pixel_values
+    image_embeds = F.normalize(clip.get_image_features(pixel_values=pixel_values).pooler_output, dim=-1)
+    labels = torch.tensor(list(novel_test_sample["label"]))
+    accuracy = ((image_embeds @ text_embeds.T).argmax(-1) == labels).float().mean().item()
+    assert accuracy >= 3 / len(names)
+
+
+@pytest.mark.parametrize("name", DEFAULT_BACKBONES)
+def test_pretraining_is_documented(name):
+    info = pretraining_info(name)
+    assert info["split"] == "pretraining"
+    assert isinstance(info["seed"], int)
+    assert info["conceptworld_config"]["image_size"] == 64
+    assert info["wall_clock_seconds"]["training"] > 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pretraining code
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_captions_only_say_true_things():
+    rng = np.random.default_rng(0)
+    for index in range(200):
+        attributes = sample_attributes(all_classes()[index], rng)
+        caption = sample_caption(attributes, rng)
+        for word, part in re.findall(r"(\w+)-(head|bodi|wing|tail)ed", caption):
+            part = {"bodi": "body"}.get(part, part)
+            assert word in attributes[part].values(), caption
+        assert "bird" in caption
+
+
+def test_block_masks():
+    masks = sample_block_masks(3, grid_size=8, mask_ratio=0.5, block=2, generator=torch.Generator().manual_seed(0))
+    assert masks.shape == (3, 64) and (masks.sum(1) == 32).all()
+    grid = masks.view(3, 4, 2, 4, 2)
+    assert (grid == grid[:, :, :1, :, :1]).all()  # constant over each 2 x 2 block
+
+
+def test_patchify_follows_patch_token_order():
+    pixel_values = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).view(2, 3, 16, 16)
+    patches = patchify(pixel_values, 8)
+    assert patches.shape == (2, 4, 8 * 8 * 3)
+    torch.testing.assert_close(patches[1, 1].view(8, 8, 3).permute(2, 0, 1), pixel_values[1, :, :8, 8:])
+
+
+def test_patch_part_labels_and_flips():
+    part_masks = torch.zeros(1, 16, 16, dtype=torch.uint8)
+    part_masks[0, :8, 8:] = 2  # top-right patch: body
+    part_masks[0, 8:, :8][:5] = 1  # bottom-left patch: 40 of 64 pixels head
+    labels = patch_part_labels(part_masks, 8)
+    assert labels.tolist() == [[0, 2, 1, 0]]
+    flips = torch.tensor([True])
+    flipped_masks = flip_images(part_masks[:, None], flips)[:, 0]
+    assert flip_patch_grid(labels, flips, 2).tolist() == patch_part_labels(flipped_masks, 8).tolist()
+
+
+def test_pretraining_runs_a_few_steps():
+    settings = replace(PretrainingSettings(), num_images=8, batch_size=4, clip_epochs=1, dinov2_epochs=1)
+    data = render_pretraining_images(8, seed=0, config=ConceptWorldConfig())
+    assert data.images.shape == (8, 3, 64, 64) and data.patch_parts.shape == (8, 64)
+    clip, clip_losses = train_clip(data, settings)
+    dinov2, dinov2_losses = train_dinov2(data, settings)
+    assert isinstance(clip, CLIPModel) and isinstance(dinov2, Dinov2WithRegistersModel)
+    assert len(clip_losses) == len(dinov2_losses) == 1 and np.isfinite(clip_losses + dinov2_losses).all()
