@@ -2,7 +2,7 @@
 
 Runs on a CPU in a few minutes and needs no network:
 
-    python examples/ivpt_quickstart.py [--steps 150] [--output-dir outputs/ivpt_quickstart]
+    python examples/ivpt_quickstart.py [--steps 60] [--output-dir outputs/ivpt_quickstart]
 
 1. ConceptWorld base classes (50 classes of synthetic birds), 16 training images per class.
 2. A small DINOv2: the checkpoint shipped with peft-interp when present (``peft_interp.hub``), otherwise a
@@ -89,7 +89,7 @@ def predict(model, pixels: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=150, help="training steps per method")
+    parser.add_argument("--steps", type=int, default=60, help="training steps per method")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--shots", type=int, default=16, help="training images per class")
     parser.add_argument("--seed", type=int, default=0)
