@@ -158,7 +158,9 @@ def render_model_card(
     metrics as model-index entries, license) and the ``model_cards/adapter.md`` template filled in."""
     method = explanation["method"]
     info = METHODS[method]
-    base_model = config.base_model_name_or_path
+    base_path = config.base_model_name_or_path
+    # Only a Hub id goes into the metadata (the Hub validates it); a local folder is named in the text only.
+    base_model = base_path if base_path and not Path(base_path).expanduser().exists() else None
     metrics = explanation.get("metrics", {})
     eval_results = [
         EvalResult(
@@ -188,7 +190,7 @@ def render_model_card(
         title=repo_id,
         method_title=info["title"],
         method_summary=info["summary"],
-        base_model=base_model or "a custom base model",
+        base_model=base_model or base_path or "a custom base model",
         base_model_link=f"https://huggingface.co/{base_model}" if base_model else "#usage",
         repo_id=repo_id,
         explanation_markdown=_explanation_markdown(explanation),

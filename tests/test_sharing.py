@@ -39,13 +39,22 @@ def test_save_for_hub_writes_adapter_explanation_pictures_and_card(tmp_path, ima
     assert explanation["metrics"] == {"accuracy": 0.875}
 
     card = ModelCard.load(out / "README.md")  # parsed and checked by huggingface_hub's own card classes
-    assert card.data.library_name == "peft" and card.data.base_model == str(tmp_path / "base")
+    assert card.data.library_name == "peft"
+    assert card.data.base_model is None and str(tmp_path / "base") in card.text  # a local folder is no Hub id
     assert {"peft", "peft-interp", "ivpt"} <= set(card.data.tags) and card.data.license == "apache-2.0"
     assert card.data.datasets == ["conceptworld"]
     [result] = card.data.eval_results
     assert (result.metric_type, result.metric_value, result.task_type) == ("accuracy", 0.875, "image-classification")
     assert "model-index" in card.content and "@inproceedings{wang2026ivpt" in card.text
     assert "![example explanation](examples/concept_maps.png)" in card.text
+
+
+def test_hub_base_model_goes_into_the_metadata(tmp_path):
+    model, _ = ivpt_model(tmp_path)
+    model.peft_config["default"].base_model_name_or_path = "facebook/dinov2-with-registers-base"
+    card = ModelCard.load(save_for_hub(model, tmp_path / "hub") / "README.md")
+    assert card.data.base_model == "facebook/dinov2-with-registers-base"
+    assert "base_model:adapter:facebook/dinov2-with-registers-base" in card.data.tags
 
 
 def test_usage_snippet_in_the_card_runs(tmp_path, images):
