@@ -266,7 +266,7 @@ def print_pretraining_summary(names) -> None:
         seconds = info["wall_clock_seconds"]
         print(
             f"- {name}: {seconds['training'] / 60:.1f} min training (+ {seconds['rendering_images']:.0f} s rendering "
-            f"{info['settings']['num_images']} pretraining images, shared), {info['environment']['torch_threads']} "
+            f"the {info['settings']['num_images']} pretraining images), {info['environment']['torch_threads']} "
             f"thread(s), seed {info['seed']}, {info['num_parameters'] / 1e6:.2f} M parameters"
         )
 
