@@ -12,7 +12,7 @@ from transformers import Dinov2Model
 from peft_interp import CoOpConfig, IPLConfig, IVPTConfig
 from peft_interp.sharing import load_adapter, load_explanation, save_for_hub, usage_snippet
 
-from .tiny_models import IMAGE_SIZE, make_backbone, make_clip
+from .tiny_models import make_backbone, make_clip
 
 NAMES = ["sparrow", "crow", "finch"]
 
