@@ -40,6 +40,17 @@ def naive_region_features(maps, features, height, width):
     return out.transpose(1, 2), mass[:, 0]
 
 
+def test_empty_region_has_zero_features_and_finite_gradients():
+    # Concept 2 wins no patch: its region is empty. Its features are 0 and, downstream of a normalisation (the
+    # orthogonality loss), gradients stay finite (a tiny denominator used to overflow them to inf * 0 = NaN).
+    maps = torch.tensor([[[0.7, 0.6, 0.2], [0.2, 0.3, 0.7], [0.1, 0.1, 0.1]]], dtype=torch.float32, requires_grad=True)
+    features = torch.randn(1, 3, 4, generator=GEN)
+    feats, mass = region_features(maps, features)
+    assert mass[0, 2] == 0 and torch.equal(feats[0, 2], torch.zeros(4))
+    losses.orthogonality_loss(feats + 1e-3).backward()
+    assert torch.isfinite(maps.grad).all()
+
+
 def test_region_features_match_naive_five_dimensional_reference():
     maps = randn(3, 4, 12).softmax(dim=1)
     features = randn(3, 12, 7)

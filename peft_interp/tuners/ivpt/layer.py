@@ -59,7 +59,10 @@ def region_features(maps: torch.Tensor, features: torch.Tensor) -> tuple[torch.T
     hard = F.one_hot(maps.detach().argmax(dim=1), maps.shape[1]).transpose(1, 2).to(maps.dtype)  # (B, K, L)
     regions = hard * maps
     mass = regions.sum(dim=-1)  # (B, K)
-    region_feats = (regions @ features) / mass.unsqueeze(-1).clamp_min(torch.finfo(maps.dtype).tiny)
+    # An empty region has f_k = 0; dividing it by 1 (not by a tiny clamp) keeps its gradient finite: a tiny
+    # denominator overflows the gradient to inf, and inf * 0 (the hard mask) is NaN.
+    denominator = torch.where(mass > 0, mass, torch.ones_like(mass))
+    region_feats = (regions @ features) / denominator.unsqueeze(-1)
     return region_feats, mass
 
 
