@@ -1,18 +1,24 @@
-"""Pictures of concept maps (Pillow only).
+"""Pictures of explanations (Pillow only).
 
-:func:`concept_map_panel` draws, for one image, the image itself, the image tinted by each pixel's strongest
-concept, and one heat map per concept, labelled with the concept's name and (optionally) its contribution to the
-predicted class.
+* :func:`concept_map_panel` draws, for one image, the image itself, the image tinted by each pixel's strongest
+  concept, and one heat map per concept, labelled with the concept's name and (optionally) its contribution to the
+  predicted class.
+* :func:`concept_overlay` draws the tinted image with a legend (colour swatch and name per concept).
+* :func:`concept_score_chart` draws each concept's signed contribution to a class score as horizontal bars.
+* :func:`captioned_figure` and :func:`text_figure` put wrapped text lines under an image, or on their own.
+
+Concept ``n`` is drawn in ``PALETTE[n % len(PALETTE)]`` everywhere; the background concept in :data:`BACKGROUND`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 # Distinct colours for concepts; the background concept is drawn grey.
 PALETTE = np.array(
@@ -26,6 +32,35 @@ BACKGROUND = np.array([128, 128, 128], dtype=np.float32)
 def _upsample(maps: torch.Tensor, size: int) -> np.ndarray:
     """``(K, h, w)`` -> ``(K, size, size)`` bilinear, as numpy."""
     return F.interpolate(maps[None].float(), size=(size, size), mode="bilinear", align_corners=False)[0].numpy()
+
+
+def concept_colors(num_concepts: int) -> np.ndarray:
+    """``(N + 1, 3)`` float RGB: the ``N`` foreground concepts' palette colours, then the background grey."""
+    return np.concatenate([PALETTE[np.arange(num_concepts) % len(PALETTE)], BACKGROUND[None]], axis=0)
+
+
+def _concept_names(concept_names: Sequence[str] | None, num_concepts: int) -> list[str]:
+    names = list(concept_names) if concept_names is not None else [f"concept {n}" for n in range(num_concepts)]
+    if len(names) != num_concepts:
+        raise ValueError(f"Got {len(names)} concept names for {num_concepts} concepts.")
+    return names
+
+
+def _square_pixels(image: np.ndarray, tile: int) -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> ``(tile, tile, 3)`` float32, bilinear."""
+    return np.asarray(Image.fromarray(image).convert("RGB").resize((tile, tile), Image.BILINEAR), dtype=np.float32)
+
+
+def _tinted(base: np.ndarray, maps_up: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """``(S, S, 3)`` image blended 45/55 with the colour of each pixel's strongest concept.
+
+    ``maps_up``: ``(K, S, S)``; ``colors``: ``(K, 3)``.
+    """
+    return 0.45 * base + 0.55 * colors[maps_up.argmax(0)]
+
+
+def _to_image(pixels: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.asarray(pixels).clip(0, 255).round().astype(np.uint8))
 
 
 def concept_map_panel(
@@ -45,13 +80,12 @@ def concept_map_panel(
         tile: side of each square tile in pixels.
     """
     num_concepts = maps.shape[0] - 1
-    names = list(concept_names) if concept_names is not None else [f"concept {n}" for n in range(num_concepts)]
-    base = np.asarray(Image.fromarray(image).convert("RGB").resize((tile, tile), Image.BILINEAR), dtype=np.float32)
+    names = _concept_names(concept_names, num_concepts)
+    base = _square_pixels(image, tile)
     maps_up = _upsample(maps, tile)  # (N + 1, tile, tile)
 
-    colors = np.concatenate([PALETTE[np.arange(num_concepts) % len(PALETTE)], BACKGROUND[None]], axis=0)
-    segmentation = colors[maps_up.argmax(0)]  # (tile, tile, 3)
-    tiles = [base, 0.45 * base + 0.55 * segmentation]
+    colors = concept_colors(num_concepts)
+    tiles = [base, _tinted(base, maps_up, colors)]
     for n in range(num_concepts):
         heat = maps_up[n] / max(float(maps_up[n].max()), 1e-8)
         tiles.append(0.35 * base + 0.65 * heat[..., None] * colors[n])
@@ -77,3 +111,164 @@ def stack_panels(panels: Sequence[Image.Image]) -> Image.Image:
         out.paste(panel, (0, top))
         top += panel.height
     return out
+
+
+# ------------------------------------------------------------------------------------------------------------ text
+TEXT_COLOR = (0, 0, 0)
+MARGIN = 6  # pixels around text blocks and charts
+
+
+@cache
+def font(size: int = 12) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's built-in font at ``size`` px (Pillow >= 10.1 with FreeType), else its fixed-size bitmap font."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError, AttributeError):
+        return ImageFont.load_default()
+
+
+def line_height(text_font) -> int:
+    """Pixels from one text line's top to the next one's."""
+    top, bottom = text_font.getbbox("Ag|")[1::2]
+    return int(bottom - min(top, 0)) + 3
+
+
+def wrap_text(text: str, width: int, text_font) -> list[str]:
+    """Split ``text`` into lines no wider than ``width`` px, at spaces; words wider than a line are cut."""
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        current = ""
+        for word in paragraph.split(" "):
+            candidate = f"{current} {word}" if current else word
+            if text_font.getlength(candidate) <= width:
+                current = candidate
+                continue
+            if current:
+                lines.append(current)
+            current = word
+            while text_font.getlength(current) > width and len(current) > 1:
+                cut = max(n for n in range(1, len(current)) if text_font.getlength(current[:n]) <= width or n == 1)
+                lines.append(current[:cut])
+                current = current[cut:]
+        lines.append(current)
+    return lines
+
+
+def text_figure(lines: Sequence[str], width: int = 320, font_size: int = 12) -> Image.Image:
+    """White panel ``width`` px wide with ``lines`` wrapped to it, one block per line, top to bottom."""
+    text_font = font(font_size)
+    wrapped = [row for line in lines for row in wrap_text(line, width - 2 * MARGIN, text_font)]
+    step = line_height(text_font)
+    panel = Image.new("RGB", (width, 2 * MARGIN + step * len(wrapped)), "white")
+    draw = ImageDraw.Draw(panel)
+    for row, text in enumerate(wrapped):
+        draw.text((MARGIN, MARGIN + row * step), text, fill=TEXT_COLOR, font=text_font)
+    return panel
+
+
+def captioned_figure(image: np.ndarray, lines: Sequence[str], tile: int = 224, font_size: int = 12) -> Image.Image:
+    """The image scaled to ``tile`` px wide (aspect kept), with ``lines`` wrapped under it.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        lines: text lines, e.g. the readable prompt, top-k class probabilities, predicted attributes.
+    """
+    picture = Image.fromarray(np.asarray(image)).convert("RGB")
+    height = max(1, round(picture.height * tile / picture.width))
+    picture = picture.resize((tile, height), Image.BILINEAR)
+    return stack_panels([picture, text_figure(lines, width=tile, font_size=font_size)])
+
+
+# ------------------------------------------------------------------------------------------------ concept figures
+def concept_legend(concept_names: Sequence[str], font_size: int = 12, swatch: int = 12) -> Image.Image:
+    """One row per concept: a ``swatch`` px square of its colour and its name; the background (grey) last."""
+    text_font = font(font_size)
+    labels = [*concept_names, "background"]
+    colors = concept_colors(len(concept_names))
+    step = max(line_height(text_font), swatch + 4)
+    width = 2 * MARGIN + swatch + 6 + max(int(np.ceil(text_font.getlength(label))) for label in labels)
+    legend = Image.new("RGB", (width, 2 * MARGIN + step * len(labels)), "white")
+    draw = ImageDraw.Draw(legend)
+    for row, (label, color) in enumerate(zip(labels, colors)):
+        top = MARGIN + row * step
+        rgb = tuple(int(c) for c in color)
+        draw.rectangle([MARGIN, top, MARGIN + swatch - 1, top + swatch - 1], fill=rgb)
+        draw.text((MARGIN + swatch + 6, top), label, fill=TEXT_COLOR, font=text_font)
+    return legend
+
+
+def concept_overlay(
+    image: np.ndarray, maps: torch.Tensor, concept_names: Sequence[str] | None = None, tile: int = 192
+) -> Image.Image:
+    """The image tinted by each pixel's strongest concept, with a legend to its right.
+
+    The overlay occupies ``[0, tile) x [0, tile)``; pixel colour ``0.45 * image + 0.55 * colour(argmax concept)``
+    with maps upsampled bilinearly; no contours. The legend starts at ``x = tile``.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        maps: ``(N + 1, h, w)`` concept maps, last channel background.
+        concept_names: ``N`` labels (default ``concept 0 ...``).
+    """
+    num_concepts = maps.shape[0] - 1
+    names = _concept_names(concept_names, num_concepts)
+    tinted = _to_image(_tinted(_square_pixels(image, tile), _upsample(maps, tile), concept_colors(num_concepts)))
+    legend = concept_legend(names)
+    figure = Image.new("RGB", (tile + legend.width, max(tile, legend.height)), "white")
+    figure.paste(tinted, (0, 0))
+    figure.paste(legend, (tile, 0))
+    return figure
+
+
+def concept_score_chart(
+    concept_scores: Sequence[float] | torch.Tensor,
+    concept_names: Sequence[str] | None = None,
+    title: str = "",
+    width: int = 360,
+    font_size: int = 12,
+) -> Image.Image:
+    """Horizontal bars of signed per-concept scores (e.g. contributions to a class logit) around a zero axis.
+
+    Bar ``n`` is ``PALETTE[n]``, ``|score| * scale`` px long, right of the axis when positive and left when
+    negative; its value is printed past its end. The axis is a 1 px black line; bars start next to it.
+
+    Args:
+        concept_scores: ``N`` numbers.
+        concept_names: ``N`` labels (default ``concept 0 ...``).
+        title: wrapped above the chart.
+    """
+    scores = np.asarray(torch.as_tensor(concept_scores, dtype=torch.float32).detach().cpu(), dtype=np.float64)
+    names = _concept_names(concept_names, len(scores))
+    text_font = font(font_size)
+    step = max(line_height(text_font), 14) + 4
+    label_width = max(int(np.ceil(text_font.getlength(name))) for name in names) + MARGIN
+    value_texts = [f"{score:+.2f}" for score in scores]
+    value_width = max(int(np.ceil(text_font.getlength(text))) for text in value_texts) + 4
+    plot_left, plot_right = MARGIN + label_width + value_width, width - MARGIN - value_width
+    if plot_right - plot_left < 20:
+        raise ValueError(f"width={width} leaves no room for the bars; give a wider chart.")
+
+    low, high = min(0.0, scores.min()), max(0.0, scores.max())
+    scale = (plot_right - plot_left - 1) / max(high - low, 1e-12)  # px per unit; 1 px for the axis
+    axis = plot_left + round(-low * scale)
+
+    header = text_figure([title], width=width, font_size=font_size) if title else None
+    top = header.height if header is not None else MARGIN
+    chart = Image.new("RGB", (width, top + step * len(scores) + MARGIN), "white")
+    if header is not None:
+        chart.paste(header, (0, 0))
+    draw = ImageDraw.Draw(chart)
+    for row, (name, score, text, color) in enumerate(zip(names, scores, value_texts, concept_colors(len(scores)))):
+        y0, y1 = top + row * step + 2, top + (row + 1) * step - 3
+        length = round(abs(score) * scale)
+        if length > 0:
+            x0, x1 = (axis + 1, axis + length) if score > 0 else (axis - length, axis - 1)
+            draw.rectangle([x0, y0, x1, y1], fill=tuple(int(c) for c in color))
+        text_y = y0 + (y1 - y0 - line_height(text_font) + 3) // 2
+        draw.text((MARGIN, text_y), name, fill=TEXT_COLOR, font=text_font)
+        if score >= 0:
+            draw.text((axis + length + 3, text_y), text, fill=TEXT_COLOR, font=text_font)
+        else:
+            draw.text((axis - length - 3 - text_font.getlength(text), text_y), text, fill=TEXT_COLOR, font=text_font)
+    draw.line([axis, top, axis, top + step * len(scores) - 1], fill=TEXT_COLOR, width=1)
+    return chart
