@@ -1,4 +1,4 @@
-"""IPL: greedy selection against brute force, readable prompts, anchoring, save/load."""
+"""IPL: greedy selection against brute force, readable prompts, anchoring, save/load, CoOp and IntCoOp learners."""
 
 import itertools
 import math
@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from peft import PeftModel, get_peft_model
 
-from peft_interp import IPLConfig
+from peft_interp import IntCoOpConfig, IPLConfig
 from peft_interp.data import load_clip_tokenizer
+from peft_interp.tuners.ipl.model import IPLIntCoOpModel, IPLModel
 from peft_interp.tuners.ipl.selection import cosine_matrix, greedy_select, selection_objective
 
 from .tiny_models import make_clip
@@ -158,7 +159,151 @@ def test_selection_and_readable_prompt_survive_save_and_load(tmp_path, images):
 
 
 def test_ipl_config_errors():
-    with pytest.raises(ValueError, match="`context_learner` must be one of \\['coop'\\]"):
+    with pytest.raises(ValueError, match="`context_learner` must be one of \\['coop', 'intcoop'\\], got 'maple'"):
         IPLConfig(class_names=CLASSES, context_learner="maple")
     with pytest.raises(ValueError, match="`class_specific_context`"):
         IPLConfig(class_names=CLASSES, class_specific_context=True)
+
+
+# ------------------------------------------------------------------------------------------ IntCoOp context learner
+INTCOOP = {"visual_prompt_depth": 2}  # of the tiny model's 4 vision blocks
+ATTRIBUTES = ["green", None, "striped", "fluffy"]  # one per image of the `images` fixture
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids thread-pool contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def ipl_intcoop(**overrides):
+    """IPL over IntCoOp with a trained-looking adapter: random context, non-zero attention output (same every call)."""
+    model = ipl(context_learner="intcoop", intcoop=INTCOOP, context_init=None, **overrides)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        model.base_model.intcoop_conditioner["default"].attention.out_proj.weight.normal_(0, 0.3)
+    return model
+
+
+def plain_intcoop_like(model):
+    """An IntCoOpModel with the same settings and every parameter of ``model`` copied (all but IPL's selection)."""
+    config = model.peft_config["default"]
+    plain = get_peft_model(make_clip(), IntCoOpConfig(class_names=CLASSES, context_init=None, **INTCOOP))
+    result = plain.load_state_dict(model.state_dict(), strict=False)
+    assert result.missing_keys == [] and result.unexpected_keys == ["base_model.ipl_assignment.default.token_ids"]
+    assert config.regularization_weight == plain.peft_config["default"].regularization_weight  # IntCoOp's defaults
+    return plain
+
+
+def test_context_learner_picks_the_model_class_under_one_peft_type():
+    coop, intcoop = ipl(), ipl_intcoop()
+    assert type(coop.base_model) is IPLModel and type(intcoop.base_model) is IPLIntCoOpModel
+    assert isinstance(intcoop.base_model, IPLModel)
+    assert coop.peft_config["default"].peft_type == intcoop.peft_config["default"].peft_type
+    with pytest.raises(ValueError, match="`context_learner`='coop'"):
+        coop.add_adapter("other", IPLConfig(class_names=CLASSES, context_learner="intcoop", intcoop=INTCOOP))
+
+
+def test_intcoop_learner_is_intcoop_until_selection_then_adds_the_anchor(one_thread, images, labels):
+    model = ipl_intcoop(anchor_weight=2.5)
+    plain = plain_intcoop_like(model)
+    out = model(pixel_values=images, labels=labels, attributes=ATTRIBUTES)
+    reference = plain(pixel_values=images, labels=labels, attributes=ATTRIBUTES)
+    # instance-conditioned: every image has its own class prompts, and IPL adds nothing before the first selection
+    assert out.text_embeds.shape == (4, len(CLASSES), 16)
+    assert not torch.allclose(out.text_embeds[0], out.text_embeds[1])
+    assert torch.equal(out.logits, reference.logits) and torch.equal(out.loss, reference.loss)
+    with torch.no_grad():  # the image-conditioned offsets of the context are in force
+        attention = model.base_model.intcoop_conditioner["default"].attention.out_proj
+        saved = attention.weight.clone()
+        attention.weight.zero_()
+        assert not torch.allclose(model(pixel_values=images).logits, out.logits)
+        attention.weight.copy_(saved)
+    assert set(out.loss_terms) == {"classification", "attribute", "regularization"}
+    torch.testing.assert_close(model(pixel_values=images[1:2]).logits, out.logits[1:2])  # one image alone
+
+    model.on_train_step_begin(0)  # selection: the anchors enter the loss only, the prompts are unchanged
+    out = model(pixel_values=images, labels=labels, attributes=ATTRIBUTES)
+    assert torch.equal(out.logits, reference.logits)
+    context = model.base_model.context_layer.context["default"]
+    words = model.base_model.context_layer.weight[model.base_model.ipl_assignment["default"].token_ids]
+    anchor = (context - words).pow(2).sum(dim=-1).mean()  # mean squared distance to the selected words
+    torch.testing.assert_close(out.loss_terms["anchor"], anchor)
+    assert set(out.loss_terms) == {"anchor", *reference.loss_terms}
+    assert all(torch.equal(out.loss_terms[name], value) for name, value in reference.loss_terms.items())
+    torch.testing.assert_close(out.loss, reference.loss + 2.5 * anchor)
+
+
+def test_intcoop_learner_selects_whole_readable_words_for_the_shared_context():
+    model = ipl_intcoop(num_context_tokens=6)
+    decoding = model.explain_prompt()
+    tokenizer = load_clip_tokenizer()
+    assert len(decoding.tokens) == 6 and decoding.prompt == " ".join(decoding.tokens) + " [attribute] {}."
+    for word, token_id in zip(decoding.tokens, decoding.token_ids.tolist()):
+        assert word.isalpha() and len(word) >= 3
+        assert tokenizer.encode(word, add_special_tokens=False) == [token_id]  # one whole-word token
+    assert not {"cat", "dog", "bird", "red", "small"} & set(decoding.tokens)  # class-name words excluded
+    context = model.base_model.context_layer.context["default"]  # the shared vectors, before conditioning
+    chosen = decoding.token_ids.unique()
+    best = chosen[cosine_matrix(context, model.base_model.context_layer.weight[chosen]).argmax(dim=1)]
+    assert torch.equal(decoding.token_ids, best)
+    assert model.peft_config["default"].readable_prompt == decoding.prompt
+    assert len(model.explain(torch.randn(1, 3, 28, 28)).attribute_words[0]) == 5  # IntCoOp's explanation still works
+
+
+def test_intcoop_learner_gradients_reach_exactly_the_adapter_parameters(one_thread, images, labels):
+    model = ipl_intcoop(anchor_weight=3.0)
+    plain = plain_intcoop_like(model)
+    model.on_train_step_begin(0)
+    model(pixel_values=images, labels=labels, attributes=ATTRIBUTES).loss.backward()
+    plain(pixel_values=images, labels=labels, attributes=ATTRIBUTES).loss.backward()
+    with_grad = {name for name, param in model.named_parameters() if param.grad is not None}
+    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+    assert with_grad == trainable
+    assert {name.split(".default")[0].rsplit(".", 1)[-1] for name in trainable} == {
+        "context", "prompt_sources", "intcoop_conditioner", "intcoop_attribute"
+    }  # fmt: skip
+    # IntCoOp's gradients, plus the anchor's on the shared context only
+    plain_grads = dict(plain.named_parameters())
+    tuner = model.base_model
+    context = tuner.context_layer.context["default"]
+    words = tuner.context_layer.weight[tuner.ipl_assignment["default"].token_ids]
+    anchor_grad = 3.0 * 2 * (context - words).detach() / len(context)
+    for name in trainable:
+        expected = plain_grads[name].grad + (anchor_grad if name.endswith("context.default") else 0)
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, expected)
+
+
+def test_intcoop_learner_survives_save_and_load_exactly(one_thread, tmp_path, images, labels):
+    model = ipl_intcoop(selection_interval=2)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for step in range(3):  # selections at steps 0 and 2
+        model.on_train_step_begin(step)
+        optimizer.zero_grad()
+        model(pixel_values=images, labels=labels, attributes=ATTRIBUTES).loss.backward()
+        optimizer.step()
+    expected, logits = model.explain_prompt(), model(pixel_values=images).logits
+    model.save_pretrained(tmp_path)
+    reloaded = PeftModel.from_pretrained(make_clip(), tmp_path)
+    assert type(reloaded.base_model) is IPLIntCoOpModel
+    config = reloaded.peft_config["default"]
+    assert config.context_learner == "intcoop" and config.intcoop == INTCOOP and config.visual_prompt_depth == 2
+    assert config.readable_prompt == expected.prompt
+    assert torch.equal(reloaded.explain_prompt().token_ids, expected.token_ids)
+    assert torch.equal(reloaded(pixel_values=images).logits, logits)
+
+
+def test_intcoop_settings_errors():
+    with pytest.raises(ValueError, match="`intcoop` settings need `context_learner='intcoop'`"):
+        IPLConfig(class_names=CLASSES, intcoop=INTCOOP)
+    with pytest.raises(ValueError, match="unknown settings \\['depth'\\]; valid ones: \\['visual_prompt_depth'"):
+        IPLConfig(class_names=CLASSES, context_learner="intcoop", intcoop={"depth": 2})
+    with pytest.raises(ValueError, match="prompt fields \\['num_context_tokens'\\]"):
+        IPLConfig(class_names=CLASSES, context_learner="intcoop", intcoop={"num_context_tokens": 2})
+    with pytest.raises(ValueError, match="context_learner='intcoop': `conditioning` must be one of"):
+        IPLConfig(class_names=CLASSES, context_learner="intcoop", intcoop={"conditioning": "gated"})
+    with pytest.raises(ValueError, match="`cache_image_features` must be False for IntCoOp"):
+        IPLConfig(class_names=CLASSES, context_learner="intcoop", cache_image_features=True)

@@ -1,6 +1,13 @@
-"""IPL as a PEFT tuner: a CoOp context made readable by greedy token selection and anchoring."""
+"""IPL as a PEFT tuner: a learnt context made readable by greedy token selection and anchoring.
+
+IPL plugs into a context learner (``IPLConfig.context_learner``): :class:`IPLModel` adds the selection and the
+anchor to CoOp's prompt learner (the shared CLIP prompt core), :class:`IPLIntCoOpModel` to IntCoOp's. PEFT builds
+the one class registered for IPL, :class:`IPLModel`, which returns the subclass of the config's context learner.
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -8,6 +15,7 @@ from torch import nn
 
 from ..clip_prompt.model import ClipPromptOutput, ClipPromptTuner, ContextDecoding
 from ..clip_prompt.vocabulary import class_name_words, readable_token_ids
+from ..intcoop.model import IntCoOpModel
 from .config import IPLConfig
 from .selection import greedy_select
 
@@ -27,9 +35,15 @@ class TokenAssignment(nn.Module):
 class IPLModel(ClipPromptTuner):
     """Interpretable Prompt Learning on a ``CLIPModel``.
 
-    Train like CoOp, calling ``model.on_train_step_begin(step)`` before each optimisation step (the trainers of
-    peft-interp do): every ``selection_interval`` steps the context's readable tokens are re-selected, and the loss
-    pulls the context toward them. ``model.explain_prompt()`` returns the readable prompt.
+    Train like the context learner (CoOp by default), calling ``model.on_train_step_begin(step)`` before each
+    optimisation step (the trainers of peft-interp do): every ``selection_interval`` steps the context's readable
+    tokens are re-selected, and the loss pulls the context toward them. ``model.explain_prompt()`` returns the
+    readable prompt.
+
+    The IPL methods below only read the shared context parameter and extend the learner's hooks through ``super()``,
+    so they apply to any prompt learner of the shared core: a subclass ``class X(IPLModel, LearnerModel)`` puts
+    ``LearnerModel`` between IPL and the core (see :class:`IPLIntCoOpModel`). ``IPLModel(model, config, name)``, as
+    PEFT calls it, builds the class of ``config.context_learner``.
 
     Example:
 
@@ -52,9 +66,23 @@ class IPLModel(ClipPromptTuner):
 
     prefix = "ipl_"
     shared_module_names = ("ipl_assignment",)
+    context_learner = "coop"  # the prompt learner this class makes readable
+
+    def __new__(cls, model=None, peft_config=None, adapter_name=None, *args, **kwargs):
+        """PEFT instantiates the class registered for IPL; give it the model of the config's context learner."""
+        learner_cls = cls
+        if cls is IPLModel and peft_config is not None:  # None: copy / unpickle
+            config = peft_config[adapter_name] if isinstance(peft_config, dict) else peft_config
+            learner_cls = IPL_MODELS[config.context_learner]
+        return super().__new__(learner_cls)
 
     def inject_adapter(self, model, adapter_name: str, **kwargs) -> None:
         config: IPLConfig = self.peft_config[adapter_name]
+        if config.context_learner != self.context_learner:
+            raise ValueError(
+                f"This model's IPL adapters use `context_learner`={self.context_learner!r}; an adapter with "
+                f"{config.context_learner!r} needs a model of its own (get_peft_model on a fresh base model)."
+            )
         device = next(model.parameters()).device
         self._add_shared_modules(adapter_name, {"ipl_assignment": TokenAssignment(config.num_context_tokens)}, device)
         super().inject_adapter(model, adapter_name, **kwargs)
@@ -128,7 +156,6 @@ class IPLModel(ClipPromptTuner):
         with torch.no_grad():
             return self._decoding(adapter_name, self.context_layer.context[adapter_name], assignment.token_ids)
 
-
     def explanation_metadata(self, adapter_name: str | None = None) -> dict:
         """Class names, template and the selected readable words (with each vector's distance to its word)."""
         adapter_name = adapter_name or self.active_adapters[0]
@@ -140,3 +167,23 @@ class IPLModel(ClipPromptTuner):
             "context_tokens": decoding.tokens,
             "context_distances": decoding.distances.tolist(),
         }
+
+
+class IPLIntCoOpModel(IPLModel, IntCoOpModel):
+    """IPL over IntCoOp's prompt learner (``IPLConfig(context_learner="intcoop")``).
+
+    Prompts, forward (``pixel_values``, ``labels``, ``attributes``), losses and ``explain`` are IntCoOp's (settings:
+    ``IPLConfig.intcoop``); IPL selects readable words for the shared context vectors ``v_i`` and adds the anchor
+    loss to IntCoOp's terms. The image-conditioned offsets and the attribute slot stay continuous.
+    """
+
+    context_learner = "intcoop"
+    shared_module_names = IPLModel.shared_module_names + IntCoOpModel.shared_module_names
+
+    def _decoding(self, adapter_name: str, context: torch.Tensor, token_ids: torch.Tensor) -> ContextDecoding:
+        """As the core's, with IntCoOp's per-image attribute slot before the class name in the readable prompt."""
+        decoding = super()._decoding(adapter_name, context, token_ids)
+        return dataclasses.replace(decoding, prompt=" ".join(decoding.tokens) + " [attribute] {}.")
+
+
+IPL_MODELS = {"coop": IPLModel, "intcoop": IPLIntCoOpModel}  # context learner -> model class
