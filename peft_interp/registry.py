@@ -69,6 +69,8 @@ class PeftModelForInterpretability(PeftModel):
     """
 
     def forward(self, *args: Any, **kwargs: Any):
+        # transformers.Trainer passes this hint for summed losses; our losses are batch means, so it is not needed.
+        kwargs.pop("num_items_in_batch", None)
         with self._enable_peft_forward_hooks(*args, **kwargs):
             kwargs = {k: v for k, v in kwargs.items() if k not in self.special_peft_forward_args}
             return self.base_model(*args, **kwargs)

@@ -18,6 +18,7 @@ from peft.tuners.tuners_utils import BaseTuner, _get_submodules
 from torch import nn
 
 from .layers import InterpLayer
+from .recipe import TrainingRecipe
 
 # Base-model facts an adapter depends on; recorded in the config and checked when it is loaded on a model.
 SIGNATURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "patch_size", "num_register_tokens", "vocab_size",
@@ -114,6 +115,20 @@ class InterpTuner(BaseTuner):
             "base_model": config.base_model_name_or_path,
             "class_names": getattr(config, "class_names", None),
         }
+
+    # -------------------------------------------------------------------------------------------------- training
+    def training_recipe(self) -> TrainingRecipe:
+        """The method's optimiser and schedule (overridden by each method with its paper's numbers)."""
+        return TrainingRecipe()
+
+    def optimizer_param_groups(self) -> list[dict]:
+        """Parameter groups of the active adapter; groups may carry their own ``lr``."""
+        params = [param for param in self.parameters() if param.requires_grad]
+        return [{"params": params, "lr": self.training_recipe().learning_rate}]
+
+    def on_train_step_begin(self, step: int) -> None:
+        """Called by the trainers before optimiser step ``step`` (0-based); methods with discrete phases (IPL's
+        token selection) run them here."""
 
     def active_adapter_in_use(self) -> str | None:
         """The adapter the next forward runs with, or None when adapters are disabled."""

@@ -32,6 +32,7 @@ from transformers.utils import ModelOutput
 
 from ..base import InterpTuner
 from ..layers import ContextEmbedding
+from ..recipe import COOP_RECIPE, TrainingRecipe
 from .config import ClipPromptConfig, validated_class_names
 from .prompts import PromptBatch, Segment, build_prompts, fill_template
 from .vocabulary import readable_token_ids, token_words
@@ -122,8 +123,10 @@ class ClipPromptTuner(InterpTuner):
         """Method-specific loss terms ``{name: (weight, value)}`` added to the cross-entropy."""
         return {}
 
-    def on_train_step_begin(self, step: int) -> None:
-        """Called by trainers before every optimisation step (IPL selects tokens here); no-op by default."""
+    def training_recipe(self) -> TrainingRecipe:
+        """The CoOp family's SGD + cosine protocol, at the config's ``learning_rate`` when it has one."""
+        config = self.peft_config[self.active_adapters[0]]
+        return COOP_RECIPE.override(learning_rate=getattr(config, "learning_rate", None))
 
     # ------------------------------------------------------------------------------------------------- injection
     def inject_adapter(self, model, adapter_name: str, **kwargs: Any) -> None:

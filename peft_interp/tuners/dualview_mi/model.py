@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from ..clip_prompt.model import ClipPromptOutput, ClipPromptTuner, ContextDecoding
 from ..clip_prompt.vocabulary import class_name_words
+from ..recipe import TrainingRecipe
 from .config import DualViewMIConfig
 from .layer import (
     BilinearCritic,
@@ -117,6 +118,10 @@ class DualViewMIModel(ClipPromptTuner):
         if config.inference == "average":
             return scale * output.image_embeds @ F.normalize(soft + hand, dim=-1).T
         return output.logits
+
+    def training_recipe(self) -> TrainingRecipe:
+        """KgCoOp's protocol (the closest relative): the CoOp recipe with batch 128 for 100 epochs."""
+        return super().training_recipe().override(batch_size=128, epochs=100, source="KgCoOp protocol")
 
     # ------------------------------------------------------------------------------------------ interpretation
     @torch.no_grad()

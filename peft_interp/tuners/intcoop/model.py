@@ -14,6 +14,7 @@ from ..clip_prompt.model import ClipPromptOutput, ClipPromptTuner
 from ..clip_prompt.prompts import PromptBatch, Segment
 from ..clip_prompt.vocabulary import token_words
 from ..layers import PromptedBlock
+from ..recipe import TrainingRecipe
 from .config import IntCoOpConfig
 from .layer import AttributeExtractor, ContextConditioner, VisualPrompt
 
@@ -221,6 +222,10 @@ class IntCoOpModel(ClipPromptTuner):
             return super().forward(labels=labels, image_embeds=F.normalize(pooled, dim=-1))
         finally:
             self._batch = None
+
+    def training_recipe(self) -> TrainingRecipe:
+        """MaPLe-like SGD (the spec's inference; IntCoOp's own numbers are unverified): batch 4, 5 epochs."""
+        return super().training_recipe().override(batch_size=4, epochs=5, source="MaPLe-like (unverified for IntCoOp)")
 
     # ------------------------------------------------------------------------------------------------ targets
     def attribute_embedding(self, word: str, adapter_name: str | None = None) -> torch.Tensor:

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from transformers.utils import ModelOutput
 
-from ..visual.model import VisualPromptTuner
+from ..recipe import IVPT_RECIPE, TrainingRecipe
+from ..visual.model import PartMaps, VisualPromptTuner
 from . import losses
 from .config import IVPTConfig
 from .layer import HeadOutput, IVPTHead, IVPTPromptLevel, LevelRecord
@@ -207,6 +208,16 @@ class IVPTModel(VisualPromptTuner):
             layer_names=tuple(name for name, _ in self._prompt_levels()) + ("head",),
         )
 
+    @torch.no_grad()
+    def part_maps(self, pixel_values: torch.Tensor, num_prototypes: int = 11) -> PartMaps:
+        """One forward pass -> logits, the foreground prototype maps of the prompted level with ``num_prototypes``
+        prototypes (IVPT's part-consistency evaluation scores the 11-prototype level; the finest level if none has
+        that many) and the final concept maps (background dropped)."""
+        explanation = self.explain(pixel_values)
+        levels = [maps for maps in explanation.level_maps[:-1] if maps.shape[1] == num_prototypes]
+        prototypes = (levels or explanation.level_maps[:1])[0][:, :-1]
+        return PartMaps(explanation.logits, prototypes, explanation.concept_maps[-1][:, :-1])
+
     def explanation_metadata(self, adapter_name: str | None = None) -> dict:
         config: IVPTConfig = self.peft_config[adapter_name or self.active_adapters[0]]
         concepts = config.concept_names or [f"concept {n}" for n in range(config.num_concepts)]
@@ -219,6 +230,9 @@ class IVPTModel(VisualPromptTuner):
         }
 
     # -------------------------------------------------------------------------------------------------- training
+    def training_recipe(self) -> TrainingRecipe:
+        return IVPT_RECIPE.override(learning_rate=self.peft_config[self.active_adapters[0]].learning_rate)
+
     def optimizer_param_groups(self) -> list[dict]:
         """The paper's two learning-rate groups for the active adapter's trainable parameters: prototypes, spatial
         biases and token shifts at ``prototype_learning_rate``; linears and norms at ``learning_rate``."""

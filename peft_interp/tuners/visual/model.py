@@ -15,7 +15,7 @@ PEFT saves everything under the tuner layers and the tuner's ModuleDicts, so ``s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -23,7 +23,16 @@ from torch import nn
 from ...backbones import VisionLayout, resolve_vision_layout
 from ..base import InterpTuner, check_base_model
 from ..layers import EmbeddingShift, PromptedBlock
+from ..recipe import IVPT_RECIPE, TrainingRecipe
 from .config import VisualPromptConfig
+
+
+class PartMaps(NamedTuple):
+    """What the part metrics score, from one forward pass (see ``peft_interp.training.evaluation``)."""
+
+    logits: torch.Tensor  # (B, C)
+    prototype_maps: torch.Tensor  # (B, P, h, w) maps scored for part consistency and stability
+    concept_maps: torch.Tensor  # (B, N, h, w) maps scored for alignment with the part masks
 
 
 class VisualPromptTuner(InterpTuner):
@@ -99,6 +108,11 @@ class VisualPromptTuner(InterpTuner):
         if not self.layout.output_is_normalized:
             hidden_states = self.model.get_submodule(self.layout.final_norm_path)(hidden_states)
         return hidden_states
+
+    def training_recipe(self) -> TrainingRecipe:
+        """IVPT's recipe (Adam, StepLR, clipping 2.0): visual prompt baselines are trained the way IVPT is, as in
+        IVPT's comparison."""
+        return IVPT_RECIPE
 
     def patch_grid(self) -> int:
         """Side of the square patch grid ``h = w`` of the active adapter's input size."""

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from ..visual.model import VisualPromptTuner
+from ..visual.model import PartMaps, VisualPromptTuner
 from .config import VPTDeepConfig
 from .layer import PromptTokens
 
@@ -49,6 +49,22 @@ class VPTDeepModel(VisualPromptTuner):
         logits = head(cls_token)  # (B, C)
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         return ImageClassifierOutput(loss=loss, logits=logits)
+
+    @torch.no_grad()
+    def part_maps(self, pixel_values: torch.Tensor) -> PartMaps:
+        """VPT-deep has no concept maps; as the stand-in the part metrics score, each prompt token of the last
+        prompted block gets the map of its cosine similarity to every final patch token (softmax over prompt
+        tokens), ``(B, T, h, w)``, used both as prototype and as concept maps."""
+        adapter_name = self.active_adapters[0]
+        tokens = self.encode_image(pixel_values)  # (B, P + L, D)
+        logits = self.vpt_head[adapter_name](tokens[:, 0].to(self.vpt_head[adapter_name].weight.dtype))
+        patches = tokens[:, self.layout.num_prefix_tokens :]  # (B, L, D)
+        last_block = self.peft_config[adapter_name].resolve_blocks(self.layout)[-1]
+        prompts = self.model.get_submodule(last_block).prompt_sources[adapter_name].tokens  # (T, D)
+        similarity = F.normalize(patches, dim=-1) @ F.normalize(prompts.to(patches.dtype), dim=-1).T  # (B, L, T)
+        grid = self.patch_grid()
+        maps = similarity.softmax(dim=-1).transpose(1, 2).reshape(len(tokens), -1, grid, grid)
+        return PartMaps(logits, maps, maps)
 
     def explanation_metadata(self, adapter_name: str | None = None) -> dict:
         config: VPTDeepConfig = self.peft_config[adapter_name or self.active_adapters[0]]

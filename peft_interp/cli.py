@@ -1,0 +1,316 @@
+"""``peft-interp``: train, evaluate and explain interpretable prompt adapters from the command line.
+
+    peft-interp demo                                   # the whole pipeline on the shipped backbones, a few minutes
+    peft-interp train --method ivpt --model conceptworld-dinov2 --dataset conceptworld --split base_train \\
+        --shots 16 --output-dir runs/ivpt
+    peft-interp evaluate --adapter runs/ivpt/adapter --dataset conceptworld --split base_test --parts
+    peft-interp explain --adapter runs/ivpt/adapter --dataset conceptworld --split base_test --output-dir runs/ivpt/explain
+
+Every option can also come from a YAML or JSON file (``--config run.yaml``; keys are the option names with
+underscores, flags given on the command line win); method settings go in ``--set key=value`` (or a ``method``
+mapping in the file), e.g. ``--set num_context_tokens=4 --set template="a photo of a {}."``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+METHODS = ("ivpt", "vpt_deep", "coop", "ipl", "intcoop", "dualview_mi")
+SHIPPED_MODELS = {"conceptworld-dinov2": "dinov2", "conceptworld-clip": "clip"}
+
+
+# ------------------------------------------------------------------------------------------------- building
+def method_config(method: str, class_names: list[str], settings: dict):
+    """The PEFT config of ``method`` for ``class_names`` with ``settings`` (field -> value) applied."""
+    import peft_interp as pi
+
+    config_cls = {"ivpt": pi.IVPTConfig, "vpt_deep": pi.VPTDeepConfig, "coop": pi.CoOpConfig, "ipl": pi.IPLConfig,
+                  "intcoop": pi.IntCoOpConfig, "dualview_mi": pi.DualViewMIConfig}[method]  # fmt: skip
+    fields = set(config_cls.__dataclass_fields__)
+    unknown = sorted(set(settings) - fields)
+    if unknown:
+        raise SystemExit(f"--set: {config_cls.__name__} has no field {unknown}; fields: {sorted(fields)}")
+    base = {"class_names": class_names}
+    if "num_classes" in fields:
+        base["num_classes"] = len(class_names)
+    return config_cls(**{**base, **settings})
+
+
+def load_backbone(name: str):
+    """A shipped backbone (``conceptworld-dinov2`` / ``conceptworld-clip``), a local folder or a Hub id."""
+    if name in SHIPPED_MODELS:
+        from .hub import load_default
+
+        return load_default(SHIPPED_MODELS[name])
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(name)
+
+
+def image_transform(model, image_size: int | None = None):
+    from .backbones import resolve_vision_layout
+    from .training.data import ImageTransform, normalization_for
+
+    config = model.config
+    vision = getattr(config, "vision_config", config)
+    mean, std = normalization_for(config.model_type)
+    resolve_vision_layout(model)  # fails early with a clear message for unsupported models
+    return ImageTransform(image_size or vision.image_size, mean, std)
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """``["a=1", "b=[1, 2]", "c=text"]`` -> ``{"a": 1, "b": [1, 2], "c": "text"}`` (values parsed as YAML)."""
+    import yaml
+
+    settings = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        settings[key.strip()] = yaml.safe_load(value)
+    return settings
+
+
+# --------------------------------------------------------------------------------------------------- data
+def load_split(args, split: str, shots: int | None, seed: int, image_size: int):
+    """(dataset, class names, columns), checked before use."""
+    from .training.data import (
+        Columns,
+        dataset_class_names,
+        few_shot,
+        load_image_dataset,
+        validate_image_dataset,
+    )
+
+    columns = Columns(args.image_column, args.label_column, args.attribute_column)
+    conceptworld = args.dataset == "conceptworld"
+    dataset = load_image_dataset(args.dataset, split, shots=shots if conceptworld else None, seed=seed,
+                                 image_size=image_size if conceptworld else None)  # fmt: skip
+    names = dataset_class_names(dataset, columns, args.class_names)
+    validate_image_dataset(dataset, columns, names, check_images=not conceptworld)
+    if shots and not conceptworld:
+        dataset = few_shot(dataset, shots, seed, columns.label)
+    return dataset, names, columns
+
+
+# ----------------------------------------------------------------------------------------------- commands
+def train_command(args) -> Path:
+    """Train an adapter; returns the folder of the final adapter."""
+    from peft import get_peft_model
+
+    from .training import ImageCollator, InterpTrainer, TrainingArguments
+
+    backbone = load_backbone(args.model)
+    transform = image_transform(backbone, args.image_size)
+    dataset, names, columns = load_split(args, args.split, args.shots, args.seed, transform.image_size)
+    settings = {**(args.method_settings or {}), **parse_settings(args.set)}
+    if args.method in ("ivpt", "vpt_deep"):
+        settings.setdefault("image_size", transform.image_size)
+    config = method_config(args.method, names, settings)
+    import torch
+
+    torch.manual_seed(args.seed)
+    model = get_peft_model(backbone, config)
+    model.print_trainable_parameters()
+    training_args = TrainingArguments(
+        output_dir=args.output_dir, max_steps=args.max_steps, epochs=args.epochs, batch_size=args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.learning_rate,
+        warmup_epochs=args.warmup_epochs, max_grad_norm=args.max_grad_norm, mixed_precision=args.mixed_precision,
+        save_steps=args.save_steps, save_total_limit=args.save_total_limit, logging_steps=args.logging_steps,
+        seed=args.seed, num_workers=args.num_workers, report_to=args.report_to,
+        resume_from_checkpoint=args.resume or False,
+    )  # fmt: skip
+    training_rows = dataset.select_columns(columns.names())  # decode only what the model reads
+    trainer = InterpTrainer(model, training_args, training_rows, ImageCollator(transform, columns))
+    output = trainer.train()
+    if trainer.accelerator.is_main_process:
+        print(f"trained {output.steps} steps in {output.seconds:.0f} s ({output.images_per_second:.1f} img/s), "
+              f"last loss {output.loss:.4f}; adapter: {output.adapter_dir}")  # fmt: skip
+    return output.adapter_dir
+
+
+def load_trained(adapter: str, model: str | None):
+    """(PeftModel, base model name) of a saved adapter on its base model."""
+    from peft import PeftConfig, PeftModel
+
+    name = model or PeftConfig.from_pretrained(adapter).base_model_name_or_path
+    if name is None:
+        raise SystemExit(f"{adapter}: the adapter does not name its base model; give --model")
+    return PeftModel.from_pretrained(load_backbone(name), adapter).eval(), name
+
+
+def evaluate_command(args) -> dict:
+    from .training.data import ImageCollator
+    from .training.evaluation import (
+        evaluate_accuracy,
+        evaluate_base_to_novel,
+        evaluate_parts,
+    )
+
+    model, _ = load_trained(args.adapter, args.model)
+    transform = image_transform(model.base_model.model, args.image_size)
+    dataset, names, columns = load_split(args, args.split, None, args.seed, transform.image_size)
+    collator = ImageCollator(transform, columns)
+    if args.novel_split:
+        novel, novel_names, _ = load_split(args, args.novel_split, None, args.seed, transform.image_size)
+        results = evaluate_base_to_novel(model, dataset, novel, novel_names, collator, args.batch_size)
+    elif args.parts:  # accuracy included
+        from .data import PART_NAMES
+
+        names = list(PART_NAMES) if args.dataset == "conceptworld" else None
+        results = evaluate_parts(model, dataset, collator, args.batch_size, part_names=names)
+    else:
+        results = evaluate_accuracy(model, dataset, collator, args.batch_size)
+    print(json.dumps(results, indent=2))
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=2))
+    return results
+
+
+def explain_command(args) -> Path:
+    from .reports import write_explanations
+
+    model, _ = load_trained(args.adapter, args.model)
+    transform = image_transform(model.base_model.model, args.image_size)
+    dataset, names, columns = load_split(args, args.split, None, args.seed, transform.image_size)
+    rows = dataset.select(range(min(args.num_images, len(dataset))))
+    import numpy as np
+    import torch
+
+    from .training.data import _open_image
+
+    pictures = [_open_image(row[columns.image]) for row in rows]
+    images = np.stack([transform.to_array(picture) for picture in pictures])
+    pixel_values = torch.stack([transform(picture) for picture in pictures])
+    index = write_explanations(model, pixel_values, images, args.output_dir, labels=list(rows[columns.label]),
+                               class_names=names, max_images=args.num_images, title=args.title)  # fmt: skip
+    print(f"explanations: {index}")
+    return index
+
+
+def demo_command(args) -> None:
+    from .demo import run_demo
+
+    run_demo(Path(args.output_dir), steps=args.steps, seed=args.seed)
+
+
+# ------------------------------------------------------------------------------------------------- parsing
+def _data_options(parser: argparse.ArgumentParser, split_help: str) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", default="conceptworld",
+                       help="'conceptworld' (built in, offline), 'imagefolder:PATH' / a folder, or a Hub dataset id")
+    group.add_argument("--split", default=split_help, help=f"dataset split (default {split_help})")
+    group.add_argument("--image-column", default="image")
+    group.add_argument("--label-column", default="label")
+    group.add_argument("--attribute-column", default=None, help="IntCoOp attribute words (optional)")
+    group.add_argument("--class-names", nargs="+", default=None,
+                       help="one name per label id, when the label column is not a ClassLabel")
+    group.add_argument("--image-size", type=int, default=None, help="input size (default: the model's)")
+    group.add_argument("--seed", type=int, default=0)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="peft-interp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="train, evaluate and explain IVPT and IPL against VPT-deep and CoOp on "
+                               "ConceptWorld with the shipped backbones (a few minutes on a CPU)")  # fmt: skip
+    demo.add_argument("--output-dir", default="outputs/demo")
+    demo.add_argument("--steps", type=int, default=None, help="optimiser steps per method (default: the demo's)")
+    demo.add_argument("--seed", type=int, default=0)
+
+    train = commands.add_parser("train", help="train an adapter on an image dataset")
+    train.add_argument("--config", default=None, help="YAML/JSON file with any of these options")
+    train.add_argument("--method", choices=METHODS, required=False, help="the method to train")
+    train.add_argument("--model", default=None,
+                       help="base model: conceptworld-dinov2, conceptworld-clip (shipped), a folder or a Hub id")
+    _data_options(train, "base_train")
+    train.add_argument("--shots", type=int, default=None, help="images per class (few-shot), all when omitted")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method config field")
+    train.add_argument("--output-dir", default=None, help="checkpoints and the final adapter (default runs/METHOD)")
+    group = train.add_argument_group("optimisation (defaults: the method's paper recipe)")
+    group.add_argument("--max-steps", type=int, default=None)
+    group.add_argument("--epochs", type=float, default=None)
+    group.add_argument("--batch-size", type=int, default=None, help="per process")
+    group.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    group.add_argument("--learning-rate", type=float, default=None)
+    group.add_argument("--warmup-epochs", type=float, default=None)
+    group.add_argument("--max-grad-norm", type=float, default=None)
+    group.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
+    group.add_argument("--num-workers", type=int, default=0)
+    group.add_argument("--report-to", default=None, help="an Accelerate tracker, e.g. tensorboard")
+    group = train.add_argument_group("checkpoints")
+    group.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: at the end only)")
+    group.add_argument("--save-total-limit", type=int, default=2)
+    group.add_argument("--logging-steps", type=int, default=10)
+    group.add_argument("--resume", nargs="?", const=True, default=None,
+                       help="resume from the newest checkpoint in --output-dir, or from the given folder")  # fmt: skip
+
+    for name, help_text, default_split in (("evaluate", "accuracy, base/novel/HM and part metrics", "base_test"),
+                                            ("explain", "PNG figures and an HTML page", "base_test")):  # fmt: skip
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--adapter", required=True, help="a saved adapter folder (e.g. runs/ivpt/adapter)")
+        command.add_argument("--model", default=None, help="base model (default: the adapter's base_model_name_or_path)")
+        _data_options(command, default_split)
+        command.add_argument("--batch-size", type=int, default=64)
+        if name == "evaluate":
+            command.add_argument("--novel-split", default=None, help="also evaluate on these (novel) classes; prints HM")
+            command.add_argument("--parts", action="store_true", help="part consistency, stability and alignment "
+                                 "(needs keypoints, keypoints_visible and part_masks columns, e.g. ConceptWorld)")  # fmt: skip
+            command.add_argument("--output", default=None, help="also write the metrics to this JSON file")
+        else:
+            command.add_argument("--num-images", type=int, default=6)
+            command.add_argument("--output-dir", default="explanations")
+            command.add_argument("--title", default=None)
+    return parser
+
+
+def _apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; values from ``--config FILE`` become defaults that command-line flags override."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        import yaml
+
+        values = yaml.safe_load(Path(args.config).read_text())
+        if not isinstance(values, dict):
+            raise SystemExit(f"--config {args.config}: expected a mapping of option names to values")
+        values = {key.replace("-", "_"): value for key, value in values.items()}
+        method_settings = values.pop("method_settings", values.pop("method_config", None))
+        known = set(vars(args))
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SystemExit(f"--config {args.config}: unknown options {unknown}")
+        subparser = parser._subparsers._group_actions[0].choices[args.command]
+        subparser.set_defaults(**values)
+        args = parser.parse_args(argv)
+        args.method_settings = method_settings
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = _apply_config_file(parser, sys.argv[1:] if argv is None else argv)
+    if args.command == "train":
+        if args.method is None:
+            parser.error("train: --method is required (on the command line or in --config)")
+        args.model = args.model or ("conceptworld-dinov2" if args.method in ("ivpt", "vpt_deep") else "conceptworld-clip")
+        args.output_dir = args.output_dir or f"runs/{args.method}"
+        args.method_settings = getattr(args, "method_settings", None)
+    start = time.perf_counter()
+    {"train": train_command, "evaluate": evaluate_command, "explain": explain_command, "demo": demo_command}[
+        args.command
+    ](args)
+    if args.command == "demo":
+        print(f"demo took {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Image classification data for training and evaluation: any ``datasets`` image dataset, checked before use.
+
+* :func:`load_image_dataset` — ``"conceptworld"`` (generated offline), ``"imagefolder:PATH"`` or a local folder
+  (the ``imagefolder`` builder: one sub-folder per class), or a Hub dataset id.
+* :func:`validate_image_dataset` — missing columns, labels outside the class list, a class list that does not match
+  the label feature, unreadable images: each stops with a message naming the column/field and what was expected.
+* :func:`few_shot` and :func:`base_novel_classes` / :func:`select_classes` — the CoOp protocol of
+  ``shared/specs/clip-prompting.md``: ``K`` images per class with a fixed seed; base = the first ``ceil(n / 2)``
+  sorted label ids, novel = the rest, each relabelled ``0..n'-1`` and evaluated as its own n'-way problem.
+* :class:`ImageCollator` — examples -> ``{"pixel_values": (B, 3, S, S), "labels": (B,), ["attributes": B words]}``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import ClassLabel, Dataset, load_dataset
+from datasets import Image as ImageFeature
+from PIL import Image
+from tqdm.auto import tqdm
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which dataset columns hold what (``--image-column`` etc. on the command line)."""
+
+    image: str = "image"
+    label: str = "label"
+    attribute: str | None = None  # IntCoOp's attribute word per image, optional
+
+    def names(self) -> list[str]:
+        return [name for name in (self.image, self.label, self.attribute) if name is not None]
+
+
+# ------------------------------------------------------------------------------------------------------ loading
+def load_image_dataset(source: str, split: str, shots: int | None = None, seed: int = 0, image_size: int | None = None):
+    """A ``datasets.Dataset`` from ``source``:
+
+    * ``"conceptworld"``: the ConceptWorld ``split`` ("base_train", "novel_test", ...), generated offline;
+      ``shots`` images per class (``seed`` picks them), ``image_size`` pixels;
+    * ``"imagefolder:PATH"`` or an existing folder ``PATH``: the ``imagefolder`` builder (class = sub-folder name);
+    * anything else: a dataset on the Hub (``load_dataset(source, split=split)``).
+    Few-shot sampling of non-ConceptWorld data is :func:`few_shot`, applied by the caller.
+    """
+    if source == "conceptworld":
+        from ..data import load_conceptworld
+
+        return load_conceptworld(split, shots=shots, seed=seed, image_size=image_size)
+    folder = source.removeprefix("imagefolder:")
+    if source.startswith("imagefolder:") or Path(folder).is_dir():
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"dataset folder {folder!r} does not exist")
+        return load_dataset("imagefolder", data_dir=folder, split=split)
+    return load_dataset(source, split=split)
+
+
+def dataset_class_names(dataset: Dataset, columns: Columns, class_names: list[str] | None = None) -> list[str]:
+    """The class names: ``class_names`` if given (checked against the label feature), else the label feature's."""
+    feature = dataset.features.get(columns.label)
+    names = feature.names if isinstance(feature, ClassLabel) else None
+    if class_names is None:
+        if names is None:
+            raise ValueError(
+                f"label column {columns.label!r} is not a ClassLabel, so the class names are unknown: give "
+                "`class_names` (--class-names) with one name per label id"
+            )
+        return list(names)
+    if names is not None and len(names) != len(class_names):
+        raise ValueError(
+            f"class_names has {len(class_names)} names but label column {columns.label!r} has {len(names)} classes "
+            f"({names[:5]}...): give one name per label id, in label order"
+        )
+    return list(class_names)
+
+
+# --------------------------------------------------------------------------------------------------- validation
+def validate_image_dataset(
+    dataset: Dataset, columns: Columns, class_names: list[str], check_images: bool = True
+) -> None:
+    """Raise a ``ValueError`` naming the problem if ``dataset`` cannot be trained/evaluated on as given."""
+    available = list(dataset.column_names)
+    for role, column in (("image", columns.image), ("label", columns.label), ("attribute", columns.attribute)):
+        if column is not None and column not in available:
+            raise ValueError(f"{role} column {column!r} not found; the dataset has columns {available} "
+                             f"(choose with --{role}-column)")  # fmt: skip
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty")
+    labels = np.asarray(dataset[columns.label])
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"label column {columns.label!r} must hold integer class ids, got {labels.dtype}")
+    if labels.min() < 0 or labels.max() >= len(class_names):
+        raise ValueError(
+            f"label column {columns.label!r} has ids in [{labels.min()}, {labels.max()}] but there are "
+            f"{len(class_names)} class names: expected ids in [0, {len(class_names) - 1}]"
+        )
+    if check_images:
+        _check_images(dataset, columns.image)
+
+
+def _check_images(dataset: Dataset, column: str) -> None:
+    """Open every image once (undecoded bytes or paths, so nothing is kept in memory)."""
+    raw = dataset.cast_column(column, ImageFeature(decode=False)) if isinstance(dataset.features[column], ImageFeature) else dataset
+    for index, item in enumerate(tqdm(raw[column], desc="checking images", unit="img", leave=False)):
+        try:
+            _open_image(item).load()
+        except Exception as error:  # PIL raises many types for broken files
+            where = item.get("path") if isinstance(item, dict) else item
+            raise ValueError(f"image {index} of column {column!r} ({where}) cannot be read: {error}") from error
+
+
+def _open_image(item) -> Image.Image:
+    if isinstance(item, Image.Image):
+        return item
+    if isinstance(item, dict):
+        if item.get("bytes") is not None:
+            import io
+
+            return Image.open(io.BytesIO(item["bytes"]))
+        return Image.open(item["path"])
+    if isinstance(item, str):
+        return Image.open(item)
+    raise TypeError(f"unsupported image value of type {type(item).__name__}")
+
+
+# ------------------------------------------------------------------------------------------------- the protocol
+def few_shot(dataset: Dataset, shots: int, seed: int, label_column: str = "label") -> Dataset:
+    """``shots`` images per class drawn without replacement with ``np.random.default_rng(seed)`` (all of a class's
+    images when it has fewer), in class order."""
+    if shots < 1:
+        raise ValueError(f"shots must be >= 1, got {shots}")
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(dataset[label_column])
+    picked = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        picked.extend(rng.choice(members, size=min(shots, len(members)), replace=False).tolist())
+    return dataset.select(picked)
+
+
+def base_novel_classes(num_classes: int) -> tuple[list[int], list[int]]:
+    """Base = the first ``ceil(n / 2)`` label ids, novel = the rest (CoOp / CoCoOp protocol)."""
+    cut = math.ceil(num_classes / 2)
+    return list(range(cut)), list(range(cut, num_classes))
+
+
+def select_classes(dataset: Dataset, class_ids: list[int], label_column: str = "label") -> Dataset:
+    """The images of ``class_ids``, relabelled ``0..len(class_ids)-1`` in that order."""
+    new_id = {old: new for new, old in enumerate(class_ids)}
+    kept = dataset.filter(lambda label: label in new_id, input_columns=label_column)
+    relabelled = kept.map(lambda label: {label_column: new_id[label]}, input_columns=label_column)
+    feature = dataset.features[label_column]
+    if isinstance(feature, ClassLabel):
+        names = [feature.names[i] for i in class_ids]
+        relabelled = relabelled.cast_column(label_column, ClassLabel(names=names))
+    return relabelled
+
+
+# ---------------------------------------------------------------------------------------------------- tensors
+def normalization_for(model_type: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std a backbone family was trained with (CLIP's own, ImageNet's for the rest)."""
+    return (CLIP_MEAN, CLIP_STD) if model_type.startswith("clip") else (IMAGENET_MEAN, IMAGENET_STD)
+
+
+@dataclass
+class ImageTransform:
+    """PIL image -> normalised ``(3, S, S)``: shorter side resized to ``S`` (bicubic), centre crop."""
+
+    image_size: int
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def to_array(self, image: Image.Image) -> np.ndarray:
+        """The resized, cropped ``(S, S, 3)`` uint8 image (what the model sees, for pictures)."""
+        image = image.convert("RGB")
+        if image.size != (self.image_size, self.image_size):
+            scale = self.image_size / min(image.size)
+            size = (max(self.image_size, round(image.width * scale)), max(self.image_size, round(image.height * scale)))
+            image = image.resize(size, Image.BICUBIC)
+            left, top = (image.width - self.image_size) // 2, (image.height - self.image_size) // 2
+            image = image.crop((left, top, left + self.image_size, top + self.image_size))
+        return np.asarray(image, dtype=np.uint8)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        array = self.to_array(image).astype(np.float32) / 255.0
+        normalised = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return torch.from_numpy(normalised.transpose(2, 0, 1).copy())
+
+
+@dataclass
+class ImageCollator:
+    """A list of dataset rows -> model inputs."""
+
+    transform: ImageTransform
+    columns: Columns = Columns()
+
+    def __call__(self, rows: list[dict]) -> dict:
+        batch = {
+            "pixel_values": torch.stack([self.transform(_open_image(row[self.columns.image])) for row in rows]),
+            "labels": torch.tensor([int(row[self.columns.label]) for row in rows]),
+        }
+        if self.columns.attribute is not None:
+            batch["attributes"] = [row[self.columns.attribute] or None for row in rows]
+        return batch

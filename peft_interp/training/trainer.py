@@ -1,0 +1,370 @@
+"""The training loop on Accelerate, for every peft-interp method.
+
+Everything method-specific comes from the tuner, not from branches here:
+
+* ``tuner.training_recipe()`` — the paper's optimiser, schedule, batch size, clipping
+  (:class:`~peft_interp.tuners.recipe.TrainingRecipe`); :class:`TrainingArguments` override any of them;
+* ``tuner.optimizer_param_groups()`` — parameter groups with their own learning rates (IVPT has two);
+* ``tuner.on_train_step_begin(step)`` — discrete phases between optimiser steps (IPL's token selection);
+* the forward pass in training mode returns the method's whole loss (IVPT's equivariance pass included).
+
+Data order is a function of ``(seed, epoch)`` only and each step knows where it is in it, so a run resumed from a
+checkpoint (:mod:`.checkpoint`) continues with exactly the batches, random numbers and optimiser state the
+uninterrupted run had: the final adapter weights are bit-identical.
+
+Multi-process runs (``accelerate launch --num_processes 2 ...``) split every global batch between the processes;
+the global batch is ``batch_size x processes x gradient_accumulation_steps``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .checkpoint import (
+    TRAINER_STATE,
+    checkpoint_dir,
+    latest_checkpoint,
+    load_state,
+    prune_checkpoints,
+    publish,
+    rng_state,
+    save_state,
+    set_rng_state,
+    staging_dir,
+)
+
+FINAL_ADAPTER = "adapter"
+
+
+@dataclass
+class TrainingArguments:
+    """How to train. ``None`` fields take the method's recipe (``model.base_model.training_recipe()``).
+
+    Args:
+        output_dir: where checkpoints (``checkpoint-{step}``) and the final adapter (``adapter/``) go.
+        max_steps: optimiser steps; default ``epochs`` x steps per epoch.
+        epochs: passes over the training set (default: the recipe's).
+        batch_size: images per process and per forward pass (default: the recipe's).
+        gradient_accumulation_steps: forward passes per optimiser step.
+        learning_rate, warmup_epochs, max_grad_norm: override the recipe's.
+        mixed_precision: ``"no"``, ``"bf16"`` or ``"fp16"`` (Accelerate's autocast; adapters stay fp32).
+        save_steps: save a checkpoint every that many optimiser steps (0: only at the end).
+        save_total_limit: keep only the newest that many checkpoints (``None``: all).
+        logging_steps: log the loss every that many steps.
+        seed: seeds initialisation, data order and augmentation.
+        num_workers: DataLoader worker processes.
+        report_to: Accelerate tracker (``"tensorboard"``, ``"wandb"``, ...), ``None`` for none.
+        resume_from_checkpoint: ``True`` for the newest checkpoint in ``output_dir``, or a checkpoint folder.
+    """
+
+    output_dir: str
+    max_steps: int | None = None
+    epochs: float | None = None
+    batch_size: int | None = None
+    gradient_accumulation_steps: int = 1
+    learning_rate: float | None = None
+    warmup_epochs: float | None = None
+    max_grad_norm: float | None = None
+    mixed_precision: str = "no"
+    save_steps: int = 0
+    save_total_limit: int | None = 2
+    logging_steps: int = 10
+    seed: int = 0
+    num_workers: int = 0
+    report_to: str | None = None
+    resume_from_checkpoint: bool | str = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.gradient_accumulation_steps < 1:
+            raise ValueError(f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+        if self.save_steps < 0:
+            raise ValueError(f"save_steps must be >= 0, got {self.save_steps}")
+
+
+@dataclass
+class TrainerState:
+    """What a checkpoint records besides the weights; ``step`` optimiser steps are done."""
+
+    step: int = 0
+    steps_per_epoch: int = 0
+    total_steps: int = 0
+    global_batch_size: int = 0
+    num_processes: int = 1
+    seed: int = 0
+    log_history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class TrainOutput:
+    steps: int
+    loss: float  # mean loss of the last logging window
+    seconds: float
+    images_per_second: float
+    adapter_dir: Path
+
+
+class InterpTrainer:
+    """Train a peft-interp ``PeftModel`` on a map-style dataset.
+
+    Args:
+        model: the ``PeftModel`` (``get_peft_model(backbone, SomeConfig(...))``).
+        args: :class:`TrainingArguments`.
+        train_dataset: indexable rows (a ``datasets.Dataset``).
+        collate_fn: rows -> model inputs (e.g. :class:`~peft_interp.training.data.ImageCollator`).
+        accelerator: reuse an ``Accelerator``; one is made from ``args`` otherwise.
+
+    Example (a tiny random DINOv2 and four random images; real runs use ``peft-interp train``):
+
+        ```py
+        >>> import torch, tempfile
+        >>> from peft import get_peft_model
+        >>> from transformers import Dinov2Config, Dinov2Model
+        >>> from peft_interp import VPTDeepConfig
+        >>> from peft_interp.training import InterpTrainer, TrainingArguments
+        >>> backbone = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        ...                                     intermediate_size=64, patch_size=8, image_size=16))
+        >>> model = get_peft_model(backbone, VPTDeepConfig(num_classes=2, image_size=16))
+        >>> rows = [{"pixel_values": torch.randn(3, 16, 16), "labels": torch.tensor(i % 2)} for i in range(4)]
+        >>> collate = lambda batch: {key: torch.stack([row[key] for row in batch]) for key in batch[0]}
+        >>> args = TrainingArguments(tempfile.mkdtemp(), max_steps=2, batch_size=2, logging_steps=1)
+        >>> InterpTrainer(model, args, rows, collate, progress=False).train().steps
+        2
+
+        ```
+    """
+
+    def __init__(
+        self,
+        model,
+        args: TrainingArguments,
+        train_dataset,
+        collate_fn: Callable[[list], dict],
+        accelerator: Accelerator | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.args = args
+        self.train_dataset = train_dataset
+        self.collate_fn = collate_fn
+        self.progress = progress
+        self.output_dir = Path(args.output_dir)
+        self.accelerator = accelerator or Accelerator(
+            # Several processes and no GPU (`accelerate launch --multi_gpu --num_processes 2` or `torchrun` on a
+            # CPU machine): Accelerate only runs them as one gloo group when told to use the CPU.
+            cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
+            mixed_precision=args.mixed_precision,
+            log_with=args.report_to,
+            project_dir=str(self.output_dir),
+            # Methods leave some adapter parameters out of some steps (IPL before its first selection, ...).
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
+        self.tuner = model.base_model
+        self.recipe = self.tuner.training_recipe().override(
+            learning_rate=args.learning_rate, warmup_epochs=args.warmup_epochs, max_grad_norm=args.max_grad_norm,
+            batch_size=args.batch_size, epochs=args.epochs,
+        )  # fmt: skip
+        self.model = model
+
+    # ------------------------------------------------------------------------------------------------ sizes
+    @property
+    def global_batch_size(self) -> int:
+        return self.recipe.batch_size * self.accelerator.num_processes * self.args.gradient_accumulation_steps
+
+    @property
+    def steps_per_epoch(self) -> int:
+        steps = len(self.train_dataset) // self.global_batch_size
+        if steps == 0:
+            raise ValueError(
+                f"The training set has {len(self.train_dataset)} examples, fewer than one global batch of "
+                f"{self.global_batch_size} (batch_size x processes x gradient_accumulation_steps): lower batch_size."
+            )
+        return steps
+
+    @property
+    def total_steps(self) -> int:
+        return self.args.max_steps or math.ceil(self.recipe.epochs * self.steps_per_epoch)
+
+    # ------------------------------------------------------------------------------------------- optimisation
+    def create_optimizer(self) -> torch.optim.Optimizer:
+        """The recipe's optimiser over the tuner's parameter groups; a changed learning rate scales every group."""
+        scale = self.recipe.learning_rate / self.tuner.training_recipe().learning_rate
+        groups = [{**group, "lr": group.get("lr", self.recipe.learning_rate) * scale}
+                  for group in self.tuner.optimizer_param_groups() if group["params"]]  # fmt: skip
+        if self.recipe.optimizer == "sgd":
+            return torch.optim.SGD(groups, momentum=self.recipe.momentum, weight_decay=self.recipe.weight_decay)
+        return torch.optim.Adam(groups, weight_decay=self.recipe.weight_decay)
+
+    def create_scheduler(self, optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        steps_per_epoch, total = self.steps_per_epoch, self.total_steps
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self.recipe.lr_factor(step, steps_per_epoch, total))
+
+    # ---------------------------------------------------------------------------------------------------- data
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """``(N,)`` the shuffled example order of ``epoch``: a function of ``(seed, epoch)`` only."""
+        generator = torch.Generator().manual_seed(self.args.seed * 100_003 + epoch)
+        return torch.randperm(len(self.train_dataset), generator=generator)
+
+    def micro_batches(self, first_step: int):
+        """Index lists of this process's forward passes, from optimiser step ``first_step`` on."""
+        batch, processes, rank = self.recipe.batch_size, self.accelerator.num_processes, self.accelerator.process_index
+        accumulation, steps_per_epoch = self.args.gradient_accumulation_steps, self.steps_per_epoch
+        for step in range(first_step, self.total_steps):
+            epoch, position = divmod(step, steps_per_epoch)
+            order = self.epoch_order(epoch)
+            for micro in range(accumulation):
+                start = ((position * accumulation + micro) * processes + rank) * batch
+                yield order[start : start + batch].tolist()
+
+    def _loader(self, first_step: int) -> DataLoader:
+        remaining = (self.total_steps - first_step) * self.args.gradient_accumulation_steps
+        return DataLoader(
+            self.train_dataset,
+            batch_sampler=_Sized(self.micro_batches(first_step), remaining),
+            collate_fn=self.collate_fn,
+            num_workers=self.args.num_workers,
+            generator=torch.Generator().manual_seed(self.args.seed),  # keeps the global RNG untouched
+        )
+
+    # ---------------------------------------------------------------------------------------------- training
+    def train(self) -> TrainOutput:
+        accelerator, args = self.accelerator, self.args
+        set_seed(args.seed)
+        optimizer = self.create_optimizer()
+        scheduler = self.create_scheduler(optimizer)
+        model, optimizer = accelerator.prepare(self.model, optimizer)
+        self._optimizer, self._scheduler = optimizer, scheduler
+        state = TrainerState(
+            steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps, global_batch_size=self.global_batch_size,
+            num_processes=accelerator.num_processes, seed=args.seed,
+        )  # fmt: skip
+        if args.resume_from_checkpoint:
+            state = self._resume(state)
+        if args.report_to:
+            accelerator.init_trackers("peft-interp", config={k: v for k, v in asdict(self.recipe).items() if v is not None})
+
+        trainable = [param for group in optimizer.param_groups for param in group["params"]]
+        model.train()
+        batches = iter(self._loader(state.step))
+        window_losses, images, start = [], 0, time.perf_counter()
+        progress = tqdm(
+            total=state.total_steps, initial=state.step, desc=f"training {self.tuner.peft_config[self.tuner.active_adapters[0]].method_name}",
+            unit="step", disable=not (self.progress and accelerator.is_local_main_process),
+        )  # fmt: skip
+        for step in range(state.step, state.total_steps):
+            self.tuner.on_train_step_begin(step)
+            step_loss = 0.0
+            for micro in range(args.gradient_accumulation_steps):
+                batch = _to_device(next(batches), accelerator.device)
+                last = micro == args.gradient_accumulation_steps - 1
+                with contextlib.nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
+                    loss = model(**batch).loss / args.gradient_accumulation_steps
+                accelerator.backward(loss)
+                step_loss += loss.item()
+                images += len(batch["labels"]) * accelerator.num_processes
+            if self.recipe.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(trainable, self.recipe.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            state.step = step + 1
+            window_losses.append(step_loss)
+            progress.update(1)
+            rate = images / (time.perf_counter() - start)
+            progress.set_postfix(loss=f"{step_loss:.3f}", img_s=f"{rate:.1f}")
+            if state.step % args.logging_steps == 0 or state.step == state.total_steps:
+                record = {"step": state.step, "loss": sum(window_losses) / len(window_losses),
+                          "learning_rate": scheduler.get_last_lr()[0], "images_per_second": rate}  # fmt: skip
+                state.log_history.append(record)
+                if args.report_to:
+                    accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.step)
+                window_losses = []
+            if args.save_steps and state.step % args.save_steps == 0 and state.step != state.total_steps:
+                self.save_checkpoint(state)
+        progress.close()
+        self.save_checkpoint(state)
+        adapter_dir = self.output_dir / FINAL_ADAPTER
+        if accelerator.is_main_process:
+            accelerator.unwrap_model(model).save_pretrained(adapter_dir)
+        accelerator.wait_for_everyone()
+        if args.report_to:
+            accelerator.end_training()
+        seconds = time.perf_counter() - start
+        last_loss = state.log_history[-1]["loss"] if state.log_history else float("nan")
+        return TrainOutput(state.step, last_loss, seconds, images / max(seconds, 1e-9), adapter_dir)
+
+    # ------------------------------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, state: TrainerState) -> Path:
+        """Write ``checkpoint-{step}`` atomically (all processes must call this)."""
+        accelerator = self.accelerator
+        staging, final = staging_dir(self.output_dir, state.step), checkpoint_dir(self.output_dir, state.step)
+        if accelerator.is_main_process:
+            staging.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        save_state(rng_state(), staging, f"rng_state_{accelerator.process_index}")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            accelerator.unwrap_model(self.model).save_pretrained(staging)
+            save_state(self._optimizer.state_dict(), staging, "optimizer")
+            save_state(self._scheduler.state_dict(), staging, "scheduler")
+            (staging / TRAINER_STATE).write_text(json.dumps(asdict(state), indent=2))
+            publish(staging, final)
+            prune_checkpoints(self.output_dir, self.args.save_total_limit)
+        accelerator.wait_for_everyone()
+        return final
+
+    def _resume(self, fresh: TrainerState) -> TrainerState:
+        resume = self.args.resume_from_checkpoint
+        folder = latest_checkpoint(self.output_dir) if resume is True else Path(resume)
+        if folder is None:  # nothing saved yet: start from scratch
+            return fresh
+        if not (folder / TRAINER_STATE).is_file():
+            raise FileNotFoundError(f"resume_from_checkpoint: {folder} is not a complete checkpoint folder")
+        saved = TrainerState(**json.loads((folder / TRAINER_STATE).read_text()))
+        for name in ("global_batch_size", "num_processes", "steps_per_epoch", "total_steps", "seed"):
+            if getattr(saved, name) != getattr(fresh, name):
+                raise ValueError(
+                    f"Cannot resume exactly from {folder}: it was written with {name}={getattr(saved, name)}, this run "
+                    f"has {name}={getattr(fresh, name)}. Use the same data, batch size, processes, steps and seed."
+                )
+        set_peft_model_state_dict(self.accelerator.unwrap_model(self.model), load_file(folder / "adapter_model.safetensors"))
+        self._optimizer.load_state_dict(load_state(folder, "optimizer"))
+        self._scheduler.load_state_dict(load_state(folder, "scheduler"))
+        set_rng_state(load_state(folder, f"rng_state_{self.accelerator.process_index}"))
+        return saved
+
+
+class _Sized:
+    """An iterable of index lists with a length (DataLoader's ``batch_sampler``)."""
+
+    def __init__(self, batches, length: int) -> None:
+        self.batches, self.length = batches, length
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
