@@ -77,13 +77,16 @@ def parse_settings(pairs: list[str]) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------- data
-def load_split(args, split: str, shots: int | None, seed: int, image_size: int):
-    """(dataset, class names, columns), checked before use."""
+def load_split(args, split: str, shots: int | None, seed: int, image_size: int, classes: str | None = None):
+    """(dataset, class names, columns), checked before use; ``classes`` "base" / "novel" keeps the first / second
+    half of the label ids (base-to-novel protocol), relabelled from 0."""
     from .training.data import (
         Columns,
+        base_novel_classes,
         dataset_class_names,
         few_shot,
         load_image_dataset,
+        select_classes,
         validate_image_dataset,
     )
 
@@ -93,6 +96,10 @@ def load_split(args, split: str, shots: int | None, seed: int, image_size: int):
                                  image_size=image_size if conceptworld else None)  # fmt: skip
     names = dataset_class_names(dataset, columns, args.class_names)
     validate_image_dataset(dataset, columns, names, check_images=not conceptworld)
+    classes = classes or getattr(args, "classes", "all")
+    if classes != "all":
+        ids = base_novel_classes(len(names))[0 if classes == "base" else 1]
+        dataset, names = select_classes(dataset, ids, columns.label), [names[i] for i in ids]
     if shots and not conceptworld:
         dataset = few_shot(dataset, shots, seed, columns.label)
     return dataset, names, columns
@@ -156,8 +163,12 @@ def evaluate_command(args) -> dict:
     transform = image_transform(model.base_model.model, args.image_size)
     dataset, names, columns = load_split(args, args.split, None, args.seed, transform.image_size)
     collator = ImageCollator(transform, columns)
-    if args.novel_split:
-        novel, novel_names, _ = load_split(args, args.novel_split, None, args.seed, transform.image_size)
+    if args.novel_split or args.base_to_novel:
+        if args.base_to_novel:  # one split, its classes halved by the protocol
+            dataset, _, _ = load_split(args, args.split, None, args.seed, transform.image_size, classes="base")
+        novel_split = args.novel_split or args.split
+        novel_classes = "novel" if args.base_to_novel else "all"
+        novel, novel_names, _ = load_split(args, novel_split, None, args.seed, transform.image_size, novel_classes)
         results = evaluate_base_to_novel(model, dataset, novel, novel_names, collator, args.batch_size)
     elif args.parts:  # accuracy included
         from .data import PART_NAMES
@@ -211,6 +222,8 @@ def _data_options(parser: argparse.ArgumentParser, split_help: str) -> None:
     group.add_argument("--class-names", nargs="+", default=None,
                        help="one name per label id, when the label column is not a ClassLabel")
     group.add_argument("--image-size", type=int, default=None, help="input size (default: the model's)")
+    group.add_argument("--classes", choices=("all", "base", "novel"), default="all",
+                       help="base / novel: only the first / second half of the label ids (base-to-novel protocol)")
     group.add_argument("--seed", type=int, default=0)  # fmt: skip
 
 
@@ -261,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
         _data_options(command, default_split)
         command.add_argument("--batch-size", type=int, default=64)
         if name == "evaluate":
-            command.add_argument("--novel-split", default=None, help="also evaluate on these (novel) classes; prints HM")
+            command.add_argument("--novel-split", default=None, help="also evaluate on this split's (novel) classes; HM")
+            command.add_argument("--base-to-novel", action="store_true",
+                                 help="evaluate on the base and the novel half of --split's classes; HM")
             command.add_argument("--parts", action="store_true", help="part consistency, stability and alignment "
                                  "(needs keypoints, keypoints_visible and part_masks columns, e.g. ConceptWorld)")  # fmt: skip
             command.add_argument("--output", default=None, help="also write the metrics to this JSON file")

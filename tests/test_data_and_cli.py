@@ -196,3 +196,22 @@ def test_accelerate_launch_two_processes_equals_one_process_with_twice_the_batch
     one = load_file(Path(tmp_path / "one" / "adapter" / "adapter_model.safetensors"))
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6)
+
+
+def test_base_to_novel_from_the_command_line(tmp_path):
+    from .tiny_models import IMAGE_SIZE as CLIP_SIZE
+    from .tiny_models import make_clip
+
+    model_dir = tmp_path / "clip"
+    make_clip().save_pretrained(model_dir)
+    images = write_imagefolder(tmp_path / "images", classes=("tree", "cat", "dog", "car"), per_class=2, size=CLIP_SIZE)
+    common = ["--model", str(model_dir), "--dataset", f"imagefolder:{images}", "--split", "train"]
+    main(["train", "--method", "coop", *common, "--classes", "base", "--max-steps", "2", "--batch-size", "2",
+          "--output-dir", str(tmp_path / "run")])  # fmt: skip
+    config = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
+    assert config["class_names"] == ["car", "cat"]  # label ids follow the sorted folder names; base = first half
+    main(["evaluate", "--adapter", str(tmp_path / "run" / "adapter"), *common, "--base-to-novel", "--output",
+          str(tmp_path / "metrics.json")])  # fmt: skip
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    base, novel = metrics["base"], metrics["novel"]
+    assert metrics["hm"] == pytest.approx(2 * base * novel / (base + novel) if base + novel else 0.0)

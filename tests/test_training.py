@@ -161,7 +161,7 @@ def write_imagefolder(root, classes=("cat", "dog"), per_class=6, size=IMAGE_SIZE
         (root / name).mkdir(parents=True)
         for i in range(per_class):
             pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-            pixels[..., index] = 255  # a class-coloured channel
+            pixels[..., index % 3] = 255  # a class-coloured channel
             Image.fromarray(pixels).save(root / name / f"{i}.png")
     return root
 
