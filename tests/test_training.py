@@ -200,3 +200,13 @@ def test_a_run_killed_mid_way_and_resumed_ends_with_the_same_adapter(cli_inputs,
                         load_file(killed / "adapter" / "adapter_model.safetensors"))  # fmt: skip
     state = json.loads((killed / "checkpoint-60" / "trainer_state.json").read_text())
     assert state["step"] == 60 and state["log_history"][-1]["step"] == 60
+
+
+def test_bf16_mixed_precision_trains_and_keeps_fp32_adapter_weights(tmp_path):
+    from peft import get_peft_model_state_dict
+
+    weights = train_tiny(tmp_path, VPTDeepConfig, mixed_precision="bf16", max_steps=2, save_steps=0)
+    initial = get_peft_model_state_dict(get_peft_model(tiny_dinov2(), VPTDeepConfig(num_classes=2, image_size=IMAGE_SIZE)))
+    assert weights.keys() == initial.keys()
+    assert all(value.dtype == torch.float32 for value in weights.values())
+    assert all(not torch.equal(value, initial[key]) for key, value in weights.items())  # everything trained
