@@ -11,6 +11,7 @@ MODULES = [
     "peft_interp.tuners.coop.model",
     "peft_interp.tuners.ipl.model",
     "peft_interp.tuners.dualview_mi.model",
+    "peft_interp.training.trainer",
 ]
 
 
