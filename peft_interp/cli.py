@@ -1,14 +1,15 @@
-"""``peft-interp``: train, evaluate and explain interpretable prompt adapters from the command line.
+"""peft-interp: train, evaluate and explain interpretable prompt adapters from the command line.
 
     peft-interp demo                                   # the whole pipeline on the shipped backbones, a few minutes
     peft-interp train --method ivpt --model conceptworld-dinov2 --dataset conceptworld --split base_train \\
         --shots 16 --output-dir runs/ivpt
     peft-interp evaluate --adapter runs/ivpt/adapter --dataset conceptworld --split base_test --parts
-    peft-interp explain --adapter runs/ivpt/adapter --dataset conceptworld --split base_test --output-dir runs/ivpt/explain
+    peft-interp explain --adapter runs/ivpt/adapter --dataset conceptworld --split base_test --output-dir explain
 
-Every option can also come from a YAML or JSON file (``--config run.yaml``; keys are the option names with
-underscores, flags given on the command line win); method settings go in ``--set key=value`` (or a ``method``
-mapping in the file), e.g. ``--set num_context_tokens=4 --set template="a photo of a {}."``.
+Every option can also come from a YAML or JSON file (--config run.yaml; keys are the option names, flags given on
+the command line win). Method settings (fields of the method's config, e.g. IVPTConfig) go in --set key=value, or
+under `method_settings:` in the file: --set num_context_tokens=4 --set template="a photo of a {}."
+Run `peft-interp COMMAND --help` for the options of a command.
 """
 
 from __future__ import annotations
