@@ -94,7 +94,8 @@ class IntCoOpModel(ClipPromptTuner):
             num_blocks = model.config.vision_config.num_hidden_layers
             if config.visual_prompt_depth > num_blocks:
                 raise ValueError(
-                    f"`visual_prompt_depth`={config.visual_prompt_depth} exceeds the {num_blocks} vision blocks."
+                    f"`visual_prompt_depth`={config.visual_prompt_depth} exceeds the {num_blocks} vision blocks: "
+                    f"set it to at most {num_blocks} (0 for no visual prompts)."
                 )
             self._visual_targets = {VISION_BLOCK.format(i) for i in range(config.visual_prompt_depth)}
             text_width = model.config.text_config.hidden_size
