@@ -205,9 +205,14 @@ def test_a_run_killed_mid_way_and_resumed_ends_with_the_same_adapter(cli_inputs,
 
 
 def test_bf16_mixed_precision_trains_and_keeps_fp32_adapter_weights(tmp_path):
+    from accelerate.state import AcceleratorState
     from peft import get_peft_model_state_dict
 
-    weights = train_tiny(tmp_path, VPTDeepConfig, mixed_precision="bf16", max_steps=2, save_steps=0)
+    AcceleratorState._reset_state()  # Accelerate keeps one mixed-precision setting per process
+    try:
+        weights = train_tiny(tmp_path, VPTDeepConfig, mixed_precision="bf16", max_steps=2, save_steps=0)
+    finally:
+        AcceleratorState._reset_state()
     initial = get_peft_model_state_dict(get_peft_model(tiny_dinov2(), VPTDeepConfig(num_classes=2, image_size=IMAGE_SIZE)))
     assert weights.keys() == initial.keys()
     assert all(value.dtype == torch.float32 for value in weights.values())

@@ -303,8 +303,10 @@ class InterpTrainer:
         progress.close()
         self.save_checkpoint(state)
         adapter_dir = self.output_dir / FINAL_ADAPTER
-        if accelerator.is_main_process:
-            accelerator.unwrap_model(model).save_pretrained(adapter_dir)
+        if accelerator.is_main_process:  # written beside, then renamed into place, like the checkpoints
+            staging = self.output_dir / f".tmp-{FINAL_ADAPTER}"
+            accelerator.unwrap_model(model).save_pretrained(staging)
+            publish(staging, adapter_dir)
         accelerator.wait_for_everyone()
         if args.report_to:
             accelerator.end_training()
