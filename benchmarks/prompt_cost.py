@@ -15,7 +15,12 @@ Then IPL's discrete step: greedy selection of 16 tokens over the full 49,408-tok
 Time: median of ``--repeats`` interleaved steps after a warm-up (see ``_measure.py``); memory: peak resident memory
 one step adds, each case in a fresh process.
 
-    python benchmarks/prompt_cost.py [--repeats 3]
+``--breakdown`` first times the parts of a step without the cache, interleaved in one process: the frozen image
+tower's forward (the same call in both implementations), each implementation's text side given the image features
+(prompt encoding, loss, backward, SGD step), and both whole steps; it prints Amdahl's bound on the no-cache
+speed-up, ``(I + T_faithful) / I``: however cheap our text side, a step still runs the image tower.
+
+    python benchmarks/prompt_cost.py [--repeats 3] [--breakdown | --breakdown-only]
 """
 
 from __future__ import annotations
@@ -51,8 +56,9 @@ def class_names(count: int) -> list[str]:
     return [f"{colour} {animal}" for colour in colours for animal in animals][:count]
 
 
-def faithful_coop_step(clip, names: list[str]):
-    """CoOp as the reference code runs it: 77-token prompts, image features at every step."""
+def faithful_coop_parts(clip, names: list[str]):
+    """CoOp as the reference code runs it, in two parts: ``image()`` (the frozen image tower, no autograd) and
+    ``text(image_features)`` (77-token prompts forward, loss, backward, SGD step)."""
     import torch
     import torch.nn.functional as F
 
@@ -68,24 +74,34 @@ def faithful_coop_step(clip, names: list[str]):
     optimizer = torch.optim.SGD([context], lr=0.002)
     pixels, labels = torch.randn(BATCH_SIZE, 3, 224, 224), torch.randint(0, len(names), (BATCH_SIZE,))
 
-    def step():
+    def image():
         with torch.no_grad():
-            image = F.normalize(clip.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+            return F.normalize(clip.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+
+    def text_step(image_features):
         embeds = text.embeddings.token_embedding(ids)  # (C, 77, D)
         embeds = torch.cat([embeds[:, :1], context.expand(len(names), -1, -1), embeds[:, 1 + NUM_CONTEXT :]], dim=1)
         hidden = embeds + text.embeddings.position_embedding(torch.arange(77))[None]
         hidden = text.encoder(inputs_embeds=hidden, is_causal=True).last_hidden_state
         pooled = text.final_layer_norm(hidden)[torch.arange(len(names)), eos]
         features = F.normalize(clip.text_projection(pooled), dim=-1)
-        loss = F.cross_entropy(clip.logit_scale.exp() * image @ features.T, labels)
+        loss = F.cross_entropy(clip.logit_scale.exp() * image_features @ features.T, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    return step
+    return image, text_step
 
 
-def our_coop_step(clip, names: list[str], cache: bool):
+def faithful_coop_step(clip, names: list[str]):
+    """CoOp as the reference code runs it: 77-token prompts, image features at every step."""
+    image, text_step = faithful_coop_parts(clip, names)
+    return lambda: text_step(image())
+
+
+def our_coop_parts(clip, names: list[str], cache: bool):
+    """``CoOpModel``: ``step()`` (the whole training step, as a user runs it) and ``text(image_features)`` (the same
+    step given the normalised image features: prompt encoding, loss, backward, SGD step)."""
     import torch
     from peft import get_peft_model
 
@@ -96,13 +112,45 @@ def our_coop_step(clip, names: list[str], cache: bool):
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.002)
     pixels, labels = torch.randn(BATCH_SIZE, 3, 224, 224), torch.randint(0, len(names), (BATCH_SIZE,))
 
-    def step():
-        loss = model(pixel_values=pixels, labels=labels).loss
+    def run(**inputs):
+        loss = model(labels=labels, **inputs).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    return step
+    return (lambda: run(pixel_values=pixels)), (lambda image_features: run(image_embeds=image_features))
+
+
+def our_coop_step(clip, names: list[str], cache: bool):
+    return our_coop_parts(clip, names, cache)[0]
+
+
+def breakdown_seconds(count: int, repeats: int) -> dict[str, float]:
+    """Interleaved medians of the parts of a no-cache step: the frozen image tower (the same call in both
+    implementations; also under ``inference_mode`` instead of ``no_grad``), each text side given the image features,
+    and both whole steps (to check that the parts add up)."""
+    import torch
+
+    names = class_names(count)
+    faithful_clip = build_clip()
+    image, faithful_text = faithful_coop_parts(faithful_clip, names)
+    ours_step, ours_text = our_coop_parts(build_clip(), names, cache=False)
+    features = image()
+    pixels = torch.randn(BATCH_SIZE, 3, 224, 224)
+
+    def image_inference_mode():
+        with torch.inference_mode():
+            faithful_clip.get_image_features(pixel_values=pixels)
+
+    runs = {
+        "image tower forward": image,
+        "image tower, inference_mode": image_inference_mode,
+        "faithful text fwd+bwd": lambda: faithful_text(features),
+        "ours text fwd+bwd": lambda: ours_text(features),
+        "faithful step": lambda: faithful_text(image()),
+        "ours, no cache step": ours_step,
+    }
+    return _measure.interleaved_medians(runs, repeats)
 
 
 def make_step(case: str, clip, names: list[str]):
@@ -141,9 +189,32 @@ def selection_seconds(repeats: int) -> dict:
     }
 
 
+def print_breakdown(repeats: list[str]) -> None:
+    print("Breakdown of a training step without the cache (median of interleaved runs; the image tower is the same "
+          "frozen ViT-B/16 forward, no autograd, in both implementations):")  # fmt: skip
+    header = f"{'classes':>7}  {'part':<30} {'seconds':>8} {'share of faithful':>18}"
+    print(header)
+    print("-" * len(header))
+    for count in CLASS_COUNTS:
+        parts = _measure.run_worker(__file__, ["breakdown", str(count), *repeats])
+        image, faithful, ours = parts["image tower forward"], parts["faithful text fwd+bwd"], parts["ours text fwd+bwd"]
+        total = image + faithful
+        for name, seconds in parts.items():
+            print(f"{count:>7}  {name:<30} {seconds:>8.2f} {100 * seconds / total:>17.0f}%")
+        print(
+            f"{count:>7}  Amdahl: image share of the faithful step p = {image / total:.2f}; with the text side free the "
+            f"speed-up is at most 1/p = {total / image:.2f}x; from the parts (I + T_faithful) / (I + T_ours) = "
+            f"{total / (image + ours):.2f}x; measured whole steps {parts['faithful step'] / parts['ours, no cache step']:.2f}x; "
+            f"text side alone {faithful / ours:.1f}x"
+        )  # fmt: skip
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--breakdown", action="store_true", help="also time the parts of a no-cache step")
+    parser.add_argument("--breakdown-only", action="store_true", help="only the breakdown")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -156,16 +227,22 @@ def main() -> None:
         elif task == "memory":
             count, case = int(rest[0]), rest[1]
             print(json.dumps(_measure.added_peak_mib(make_step(case, build_clip(), class_names(count)))))
+        elif task == "breakdown":
+            print(json.dumps(breakdown_seconds(int(rest[0]), args.repeats)))
         else:
             print(json.dumps(selection_seconds(args.repeats)))
         return
 
     print(f"CLIP ViT-B/16 config (random weights), batch {BATCH_SIZE}, {NUM_CONTEXT} context tokens, CPU, "
           f"median of {args.repeats} interleaved steps\n")  # fmt: skip
+    repeats = ["--repeats", str(args.repeats)]
+    if args.breakdown or args.breakdown_only:
+        print_breakdown(repeats)
+    if args.breakdown_only:
+        return
     header = f"{'classes':>7}  {'CoOp training':<20} {'step s':>7} {'images/s':>9} {'speed-up':>9} {'peak MiB':>9} {'ratio':>6}"
     print(header)
     print("-" * len(header))
-    repeats = ["--repeats", str(args.repeats)]
     for count in CLASS_COUNTS:
         seconds = _measure.run_worker(__file__, ["time", str(count), *repeats])
         memory = {c: _measure.run_worker(__file__, ["memory", str(count), c], env=_measure.MMAP_ENV) for c in CASES}

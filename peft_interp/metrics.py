@@ -8,7 +8,9 @@ Prompt readability and faithfulness, for CLIP text-prompt tuners (CoOp, IPL, ...
   readable word. 1.0 / 1.0 means the context *is* a sentence of words.
 * :func:`decoded_prompt_faithfulness` — does the readable prompt say what the model does? Accuracy when the
   continuous context is replaced by the embeddings of its decoded words, divided by the accuracy of the continuous
-  context (1.0: the words carry the whole effect; the ratio can exceed 1).
+  context (1.0: the words carry the whole effect; the ratio can exceed 1). For IntCoOp-based models (IntCoOp, IPL
+  with ``context_learner="intcoop"``) only the ``M`` shared context vectors are replaced; the image-conditioned
+  parts (attention offsets, attribute slot, prompted image features) are recomputed by the learnt modules.
 """
 
 from __future__ import annotations
@@ -58,23 +60,66 @@ def decoded_prompt_faithfulness(
     """Accuracy of the decoded (readable) prompt relative to the learnt continuous one, on ``(pixel_values, labels)``.
 
     The decoded prompt is the tuner's own readable prompt when it has one (IPL's ``explain_prompt``), else the
-    nearest readable words of the context (CoOp).
+    nearest readable words of the context (CoOp, IntCoOp).
+
+    CoOp layout (``[SOS] v_1 .. v_M <class>. [EOS]``, the ``M`` soft positions are the context): the class prompts
+    are encoded once with the context, once with the words' embeddings, against the frozen image features.
+
+    IntCoOp layout (``[SOS] v_1(x) .. v_M(x) A(x) <class>. [EOS]``, ``M + 1`` soft positions, built per image): the
+    model's own forward runs twice, the second time with the shared context vectors ``v_1 .. v_M`` replaced by the
+    words' embeddings wherever IntCoOp uses them (the residual ``v_i + MHA_i`` and the attention's queries). The
+    image-conditioned parts are not decoded: the attention offsets, the attribute slot ``A(x)`` and the (prompted)
+    image features are recomputed by the learnt modules, as they would be for a model whose context *is* the words.
+    The decoded prompt reads ``"w_1 .. w_M [attribute] {}."``. ``adapter_name`` must then be the active adapter.
+
+    Any other layout (soft positions that are not the ``M`` context vectors) raises a ``ValueError``.
     """
+    from .tuners.intcoop.model import IntCoOpModel
+
     tuner = getattr(model, "base_model", model)
     adapter_name = adapter_name or tuner.active_adapters[0]
     if hasattr(tuner, "explain_prompt"):
         decoding = tuner.explain_prompt(adapter_name)
     else:
         decoding = tuner.decode_context(adapter_name, candidate_ids=tuner.readable_vocabulary(adapter_name))
-    image_embeds = tuner.encode_image(pixel_values)
-    num_classes = len(tuner.peft_config[adapter_name].class_names)
     context = tuner.context_layer.context[adapter_name]
     words = tuner.context_layer.weight[decoding.token_ids].to(context.dtype)
+    labels = labels.to(context.device)
+
+    if isinstance(tuner, IntCoOpModel):
+        if adapter_name != tuner.active_adapters[0]:
+            raise ValueError(
+                f"IntCoOp prompts are built by the model's forward, which runs the active adapter "
+                f"{tuner.active_adapters[0]!r}: call model.set_adapter({adapter_name!r}) first."
+            )
+        saved = context.detach().clone()
+
+        def accuracy(values: torch.Tensor) -> float:
+            context.copy_(values)  # the shared context everywhere IntCoOp reads it; restored below
+            logits = tuner(pixel_values=pixel_values).logits
+            return (logits.argmax(dim=-1) == labels).float().mean().item()
+
+        try:
+            continuous, decoded = accuracy(saved), accuracy(words)
+        finally:
+            context.copy_(saved)
+        prompt = " ".join(decoding.tokens) + " [attribute] {}."
+        return PromptFaithfulness(continuous, decoded, decoded / continuous if continuous else float("nan"), prompt)
+
+    num_soft = int(tuner.prompts(adapter_name).soft_mask[0].sum())
+    if num_soft != context.shape[-2]:
+        raise ValueError(
+            f"decoded_prompt_faithfulness decodes the {context.shape[-2]} context vectors of a CoOp-style prompt, but "
+            f"{type(tuner).__name__}'s prompts have {num_soft} soft positions: the others are not context vectors "
+            "with words to decode, and this layout is not supported."
+        )
+    image_embeds = tuner.encode_image(pixel_values)
+    num_classes = len(tuner.peft_config[adapter_name].class_names)
 
     def accuracy(ctx: torch.Tensor) -> float:
         text = tuner._encode_classes(adapter_name, ctx.expand(num_classes, -1, -1))
         logits = image_embeds @ text.T
-        return (logits.argmax(dim=-1) == labels.to(logits.device)).float().mean().item()
+        return (logits.argmax(dim=-1) == labels).float().mean().item()
 
     continuous, decoded = accuracy(context), accuracy(words)
     return PromptFaithfulness(continuous, decoded, decoded / continuous if continuous else float("nan"), decoding.prompt)
