@@ -23,7 +23,7 @@ import torch
 VISUAL = {"VPT-deep": "vpt_deep", "IVPT": "ivpt"}
 TEXTUAL = {"CoOp": "coop", "IPL": "ipl"}
 SHOTS, TEST_IMAGES_PER_CLASS, BATCH_SIZE = 16, 10, 32
-DEFAULT_STEPS = {"visual": 200, "text": 150}
+DEFAULT_STEPS = {"visual": 400, "text": 300}
 COLUMNS = ("method", "backbone", "trainable", "base acc", "novel acc", "HM", "consistency", "stability", "alignment",
            "train s")  # fmt: skip
 
