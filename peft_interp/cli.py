@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--max-grad-norm", type=float, default=None)
     group.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
     group.add_argument("--num-workers", type=int, default=0)
-    group.add_argument("--report-to", default=None, help="an Accelerate tracker, e.g. tensorboard")
+    group.add_argument("--report-to", default="auto",
+                       help="an Accelerate tracker (tensorboard, wandb, ...); default: tensorboard if installed")
     group = train.add_argument_group("checkpoints")
     group.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: at the end only)")
     group.add_argument("--save-total-limit", type=int, default=2)

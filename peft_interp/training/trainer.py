@@ -68,7 +68,8 @@ class TrainingArguments:
         logging_steps: log the loss every that many steps.
         seed: seeds initialisation, data order and augmentation.
         num_workers: DataLoader worker processes.
-        report_to: Accelerate tracker (``"tensorboard"``, ``"wandb"``, ...), ``None`` for none.
+        report_to: Accelerate tracker (``"tensorboard"``, ``"wandb"``, ...); ``"auto"``: tensorboard when it is
+            installed, else none; ``None`` for none. Logs go to ``output_dir``.
         resume_from_checkpoint: ``True`` for the newest checkpoint in ``output_dir``, or a checkpoint folder.
     """
 
@@ -86,10 +87,14 @@ class TrainingArguments:
     logging_steps: int = 10
     seed: int = 0
     num_workers: int = 0
-    report_to: str | None = None
+    report_to: str | None = "auto"
     resume_from_checkpoint: bool | str = False
 
     def __post_init__(self) -> None:
+        if self.report_to == "auto":
+            from accelerate.utils import is_tensorboard_available
+
+            self.report_to = "tensorboard" if is_tensorboard_available() else None
         for name in ("max_steps", "batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
