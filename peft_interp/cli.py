@@ -184,23 +184,23 @@ def evaluate_command(args) -> dict:
     return results
 
 
-def explain_command(args) -> Path:
+def explain_rows(model, rows, transform, output_dir, class_names: list[str], columns=None, title=None) -> Path:
+    """Explanation PNGs and ``index.html`` (:func:`peft_interp.reports.write_explanations`) for dataset ``rows``."""
     from .reports import write_explanations
+    from .training.data import Columns, open_image
 
+    columns = columns or Columns()
+    pictures, pixel_values = transform.pictures_and_pixels([open_image(image) for image in rows[columns.image]])
+    return write_explanations(model, pixel_values, pictures, output_dir, labels=list(rows[columns.label]),
+                              class_names=class_names, max_images=len(pictures), title=title)  # fmt: skip
+
+
+def explain_command(args) -> Path:
     model, _ = load_trained(args.adapter, args.model)
     transform = image_transform(model.base_model.model, args.image_size)
     dataset, names, columns = load_split(args, args.split, None, args.seed, transform.image_size)
     rows = dataset.select(range(min(args.num_images, len(dataset))))
-    import numpy as np
-    import torch
-
-    from .training.data import _open_image
-
-    pictures = [_open_image(row[columns.image]) for row in rows]
-    images = np.stack([transform.to_array(picture) for picture in pictures])
-    pixel_values = torch.stack([transform(picture) for picture in pictures])
-    index = write_explanations(model, pixel_values, images, args.output_dir, labels=list(rows[columns.label]),
-                               class_names=names, max_images=args.num_images, title=args.title)  # fmt: skip
+    index = explain_rows(model, rows, transform, args.output_dir, names, columns, args.title)
     print(f"explanations: {index}")
     return index
 

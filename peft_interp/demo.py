@@ -17,7 +17,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 VISUAL = {"VPT-deep": "vpt_deep", "IVPT": "ivpt"}
@@ -98,16 +97,12 @@ def _text_rows(output_dir: Path, steps: int, seed: int) -> tuple[list[dict], dic
 
 
 def _explain(label: str, context: dict, output_dir: Path, count: int = 6) -> Path:
-    from .reports import write_explanations
-    from .training.data import _open_image
+    from .cli import explain_rows
 
     model, _ = context["models"][label]
     rows = context["test"].select(range(0, len(context["test"]), max(len(context["test"]) // count, 1))[:count])
-    pictures = [_open_image(image) for image in rows["image"]]
-    images = np.stack([context["transform"].to_array(picture) for picture in pictures])
-    pixel_values = torch.stack([context["transform"](picture) for picture in pictures])
-    return write_explanations(model, pixel_values, images, output_dir / label.lower(), labels=list(rows["label"]),
-                              class_names=context["names"], max_images=count, title=f"{label} on ConceptWorld")  # fmt: skip
+    return explain_rows(model, rows, context["transform"], output_dir / label.lower(), context["names"],
+                        title=f"{label} on ConceptWorld")  # fmt: skip
 
 
 def _format(value, column: str) -> str:

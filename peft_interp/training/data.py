@@ -109,13 +109,14 @@ def _check_images(dataset: Dataset, column: str) -> None:
     raw = dataset.cast_column(column, ImageFeature(decode=False)) if isinstance(dataset.features[column], ImageFeature) else dataset
     for index, item in enumerate(tqdm(raw[column], desc="checking images", unit="img", leave=False)):
         try:
-            _open_image(item).load()
+            open_image(item).load()
         except Exception as error:  # PIL raises many types for broken files
             where = item.get("path") if isinstance(item, dict) else item
             raise ValueError(f"image {index} of column {column!r} ({where}) cannot be read: {error}") from error
 
 
-def _open_image(item) -> Image.Image:
+def open_image(item) -> Image.Image:
+    """A dataset's image value (PIL image, ``{"bytes", "path"}`` dict or path) as a PIL image."""
     if isinstance(item, Image.Image):
         return item
     if isinstance(item, dict):
@@ -187,10 +188,20 @@ class ImageTransform:
             image = image.crop((left, top, left + self.image_size, top + self.image_size))
         return np.asarray(image, dtype=np.uint8)
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        array = self.to_array(image).astype(np.float32) / 255.0
-        normalised = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+    def normalize(self, array: np.ndarray) -> torch.Tensor:
+        """``(S, S, 3)`` uint8 -> normalised ``(3, S, S)`` float."""
+        scaled = array.astype(np.float32) / 255.0
+        normalised = (scaled - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return torch.from_numpy(normalised.transpose(2, 0, 1).copy())
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.normalize(self.to_array(image))
+
+    def pictures_and_pixels(self, images: list[Image.Image]) -> tuple[np.ndarray, torch.Tensor]:
+        """``(N, S, S, 3)`` uint8 pictures (what the model sees, to draw on) and their ``(N, 3, S, S)`` model input,
+        each image resized once."""
+        pictures = np.stack([self.to_array(image) for image in images])
+        return pictures, torch.stack([self.normalize(picture) for picture in pictures])
 
 
 @dataclass
@@ -202,9 +213,14 @@ class ImageCollator:
 
     def __call__(self, rows: list[dict]) -> dict:
         batch = {
-            "pixel_values": torch.stack([self.transform(_open_image(row[self.columns.image])) for row in rows]),
+            "pixel_values": torch.stack([self.transform(open_image(row[self.columns.image])) for row in rows]),
             "labels": torch.tensor([int(row[self.columns.label]) for row in rows]),
         }
         if self.columns.attribute is not None:
             batch["attributes"] = [row[self.columns.attribute] or None for row in rows]
         return batch
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """The tensors of a model-input dict moved to ``device`` (other values, e.g. attribute words, kept)."""
+    return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}

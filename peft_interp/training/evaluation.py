@@ -22,7 +22,7 @@ from ..evaluation import (
     scaled_box_half_size,
     stability_noise,
 )
-from .data import ImageCollator
+from .data import ImageCollator, to_device
 
 
 def _batches(dataset, batch_size: int, desc: str):
@@ -32,8 +32,7 @@ def _batches(dataset, batch_size: int, desc: str):
 
 def _inputs(rows, collator: ImageCollator, device) -> dict:
     rows = rows.select_columns(collator.columns.names())  # decode only what the model needs
-    batch = collator([rows[i] for i in range(len(rows))])
-    return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+    return to_device(collator([rows[i] for i in range(len(rows))]), device)
 
 
 @torch.no_grad()

@@ -47,6 +47,7 @@ from .checkpoint import (
     set_rng_state,
     staging_dir,
 )
+from .data import to_device
 
 FINAL_ADAPTER = "adapter"
 
@@ -232,9 +233,11 @@ class InterpTrainer:
         """Index lists of this process's forward passes, from optimiser step ``first_step`` on."""
         batch, processes, rank = self.recipe.batch_size, self.accelerator.num_processes, self.accelerator.process_index
         accumulation, steps_per_epoch = self.args.gradient_accumulation_steps, self.steps_per_epoch
+        order_epoch, order = None, None
         for step in range(first_step, self.total_steps):
             epoch, position = divmod(step, steps_per_epoch)
-            order = self.epoch_order(epoch)
+            if epoch != order_epoch:  # one permutation per epoch, not per step
+                order_epoch, order = epoch, self.epoch_order(epoch)
             for micro in range(accumulation):
                 start = ((position * accumulation + micro) * processes + rank) * batch
                 yield order[start : start + batch].tolist()
@@ -278,7 +281,7 @@ class InterpTrainer:
             self.tuner.on_train_step_begin(step)
             step_loss = 0.0
             for micro in range(args.gradient_accumulation_steps):
-                batch = _to_device(next(batches), accelerator.device)
+                batch = to_device(next(batches), accelerator.device)
                 last = micro == args.gradient_accumulation_steps - 1
                 with contextlib.nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
                     loss = model(**batch).loss / args.gradient_accumulation_steps
@@ -371,7 +374,3 @@ class _Sized:
 
     def __len__(self) -> int:
         return self.length
-
-
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
