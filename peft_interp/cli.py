@@ -97,7 +97,7 @@ def load_split(args, split: str, shots: int | None, seed: int, image_size: int, 
                                  image_size=image_size if conceptworld else None)  # fmt: skip
     names = dataset_class_names(dataset, columns, args.class_names)
     validate_image_dataset(dataset, columns, names, check_images=not conceptworld)
-    classes = classes or getattr(args, "classes", "all")
+    classes = classes or args.classes
     if classes != "all":
         ids = base_novel_classes(len(names))[0 if classes == "base" else 1]
         dataset, names = select_classes(dataset, ids, columns.label), [names[i] for i in ids]
