@@ -180,6 +180,26 @@ def test_random_affine_unwarp_inverts_warp():
     assert shifts_px.abs().max() <= round(0.11 * 32)
 
 
+def test_random_affine_per_batch_repeats_one_transform_and_per_image_draws_each():
+    torch.manual_seed(0)
+    warp, unwarp = losses.random_affine(5, 32, 90.0, 0.11, (0.8, 1.4), per_image=False)
+    assert warp.shape == unwarp.shape == (5, 2, 3)
+    assert all(torch.equal(warp[i], warp[0]) and torch.equal(unwarp[i], unwarp[0]) for i in range(5))
+    warp, _ = losses.random_affine(5, 32, 90.0, 0.11, (0.8, 1.4), per_image=True)
+    assert len({tuple(w.flatten().tolist()) for w in warp}) == 5
+
+
+def test_presence_group_size_takes_the_max_within_each_group():
+    assignment = torch.full((4, 6, 6), 2)  # background everywhere ...
+    assignment[0, :3, :3] = 0  # concept 0 only in image 0, concept 1 only in image 3
+    assignment[3, 3:, 3:] = 1
+    maps = one_hot_maps(assignment, 3)
+    assert losses.presence_loss(maps) == 0  # whole batch: both concepts appear
+    # groups {0, 1} and {2, 3}: each group misses one of the two concepts -> 0.5 each
+    assert losses.presence_loss(maps, group_size=2) == 0.5
+    assert losses.presence_loss(maps, group_size=1) == (0.5 + 1 + 1 + 0.5) / 4
+
+
 def test_identity_affine_leaves_images_unchanged():
     images = randn(2, 3, 8, 8).float()
     warp, unwarp = losses.random_affine(2, 8, 0.0, 0.0, (1.0, 1.0))

@@ -90,6 +90,48 @@ def test_gradient_paths_follow_the_paper(images, labels):
     assert not any("ivpt_head" in n for n in con)  # the target is detached
 
 
+MAP_TERMS = ("presence", "background_presence", "total_variation", "pixel_entropy", "equivariance")
+
+
+@pytest.mark.parametrize("term", MAP_TERMS)
+def test_map_losses_reach_only_prototypes_and_spatial_biases(term, images, labels):
+    """As in the official code, every level's maps (the head's included) are computed on detached features: a map
+    loss trains that level's prototypes and spatial bias, and gives exactly zero gradient to the prompt linears,
+    prompt norms, grouping, head classifier, modulation and the CLS/position shift."""
+    weights = {f"{name}_weight": 0.0 for name in ("classification", "consistency", "orthogonality", *MAP_TERMS)}
+    model = ivpt(**{**weights, f"{term}_weight": 1.0}).train()
+    model(pixel_values=images, labels=labels).loss.backward()
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    map_params = {n for n in trainable if n.endswith(("concepts.prototypes", "concepts.spatial_bias"))}
+    assert any("ivpt_head" in n for n in map_params)
+    for name, param in trainable.items():
+        if name not in map_params:
+            assert param.grad is None or torch.count_nonzero(param.grad) == 0, name
+    head_grads = [trainable[n].grad for n in map_params if "ivpt_head" in n]
+    assert any(g is not None and g.abs().sum() > 0 for g in head_grads)
+
+
+def test_presence_loss_is_averaged_over_groups_of_presence_group_size(images, labels):
+    """Batch of 4, groups of 2: the total loss equals the one computed with per-group maxima by hand."""
+    only_presence = {f"{name}_weight": 0.0 for name in ("classification", "consistency", "orthogonality", *MAP_TERMS)}
+    only_presence["presence_weight"] = 1.0
+    torch.manual_seed(0)
+    grouped = ivpt(presence_group_size=2, **only_presence).eval()
+    explanation = grouped.explain(images)
+    out = grouped(pixel_values=images, labels=labels)
+
+    def by_hand(maps):  # (B, K, h, w) renormalised maps of one level
+        pooled = torch.nn.functional.avg_pool2d(maps[:, :-1], 3, stride=1)
+        per_group = [1 - pooled[i : i + 2].amax(dim=(0, 2, 3)).mean() for i in (0, 2)]
+        return sum(per_group) / 2
+
+    expected = torch.stack([by_hand(maps) for maps in explanation.level_maps]).mean()
+    torch.testing.assert_close(out.loss, expected)
+    whole = torch.stack([1 - torch.nn.functional.avg_pool2d(m[:, :-1], 3, 1).amax(dim=(0, 2, 3)).mean()
+                         for m in explanation.level_maps]).mean()  # fmt: skip
+    assert not torch.allclose(out.loss, whole)  # the grouping changes the value at this batch
+
+
 def test_frozen_backbone_is_unchanged_by_an_optimizer_step(images, labels):
     model = ivpt().train()
     base_before = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}

@@ -9,6 +9,7 @@ from ..visual.config import VisualPromptConfig
 
 SPATIAL_BIAS_CHOICES = ("before_softmax", "none")
 GROUPING_CHOICES = ("gumbel", "softmax")
+EQUIVARIANCE_TRANSFORM_CHOICES = ("per_batch", "per_image")
 
 
 @dataclass
@@ -55,6 +56,12 @@ class IVPTConfig(VisualPromptConfig):
             + equivariance) + orthogonality``, each term times its weight. ``equivariance_weight=0`` skips the
             second forward pass.
         consistency_eps (`float`): eps inside the logs of the cross-layer KL, default 1e-10.
+        presence_group_size (`int`, *optional*): The presence loss asks each concept to appear somewhere in a group
+            of images: its max runs over consecutive groups of this many images of a batch and the loss is averaged
+            over groups. Default 4: the official code computes it on each GPU's 4 images of its batch of 16 (4 GPUs,
+            gradients averaged). ``None`` = the whole batch.
+        equivariance_transform (`str`): ``"per_batch"`` (default; official code) draws one random transform for the
+            whole batch; ``"per_image"`` draws one per image.
         equivariance_rotation (`float`): Max rotation in degrees of the equivariance transform, U(-r, r); 90.
         equivariance_translation (`float`): Max translation as a fraction of the image side; 0.11.
         equivariance_scale (`tuple[float, float]`): Scale range, U(lo, hi); (0.8, 1.4).
@@ -82,6 +89,8 @@ class IVPTConfig(VisualPromptConfig):
     equivariance_weight: float = 1.0
     orthogonality_weight: float = 1.0
     consistency_eps: float = 1e-10
+    presence_group_size: Optional[int] = 4
+    equivariance_transform: Literal["per_batch", "per_image"] = "per_batch"
     equivariance_rotation: float = 90.0
     equivariance_translation: float = 0.11
     equivariance_scale: tuple[float, float] = (0.8, 1.4)
@@ -105,6 +114,10 @@ class IVPTConfig(VisualPromptConfig):
             )
         _check_choice("spatial_bias", self.spatial_bias, SPATIAL_BIAS_CHOICES)
         _check_choice("grouping", self.grouping, GROUPING_CHOICES)
+        _check_choice("equivariance_transform", self.equivariance_transform, EQUIVARIANCE_TRANSFORM_CHOICES)
+        size = self.presence_group_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValueError(f"`presence_group_size` must be a positive int or None (whole batch), got {size!r}.")
         for name in (
             "classification_weight", "consistency_weight", "presence_weight", "background_presence_weight",
             "total_variation_weight", "pixel_entropy_weight", "equivariance_weight", "orthogonality_weight",

@@ -189,8 +189,10 @@ class HeadOutput:
 class IVPTHead(nn.Module):
     """The final concept level and classifier.
 
-    Maps ``A`` of the ``N + 1`` final prototypes on the backbone's normalised output, region features ``F``
-    (gradient flows into the backbone and the prototypes), LayerNorm over the whole ``(N + 1, D)`` matrix
+    Maps ``A`` of the ``N + 1`` final prototypes on the backbone's normalised output *detached*, as on every level
+    of the official code, so the map losses (presence, total variation, entropy, equivariance, ...) reach only the
+    head's prototypes and spatial bias, never the prompts or the token shift; region features ``F`` pool the
+    attached output (classification gradient flows into the prompts, the shift and the prototypes), LayerNorm over the whole ``(N + 1, D)`` matrix
     ("modulation"), background dropped, a shared bias-free linear head per concept -> ``(B, C, N)``; the logits are
     the mean over concepts, so ``concept_logits[b, c, n] / N`` is concept ``n``'s share of class ``c``'s score.
     """
@@ -208,7 +210,7 @@ class IVPTHead(nn.Module):
 
     def forward(self, patches: torch.Tensor) -> HeadOutput:
         """``(B, L, D)`` normalised patch features of the last block -> :class:`HeadOutput`."""
-        attention = self.concepts(patches)  # (B, N + 1, L)
+        attention = self.concepts(patches.detach())  # (B, N + 1, L)
         maps = renormalize_maps(attention, self.config.map_renorm_eps)
         feats, _ = region_features(maps, patches)  # (B, N + 1, D)
         feats = self.modulation(feats)

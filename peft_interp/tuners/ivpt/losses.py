@@ -30,11 +30,18 @@ def consistency_loss(target: torch.Tensor, predictions: list[torch.Tensor], eps:
     return torch.stack(per_layer).mean()
 
 
-def presence_loss(maps: torch.Tensor) -> torch.Tensor:
-    """``1 - mean over foreground k of max over batch and space of avgpool3x3(A_k)``: each concept must appear
-    strongly somewhere in the batch."""
+def presence_loss(maps: torch.Tensor, group_size: int | None = None) -> torch.Tensor:
+    """``1 - mean over foreground k of max over images and space of avgpool3x3(A_k)``: each concept must appear
+    strongly somewhere in a group of images.
+
+    Args:
+        maps: ``(B, K, h, w)``.
+        group_size: the max runs over consecutive groups of this many images and the loss is the mean over groups
+            (the official code takes it over each GPU's batch: 4 images of 16); ``None`` = the whole batch.
+    """
     pooled = F.avg_pool2d(maps[:, :-1], kernel_size=3, stride=1)  # (B, K - 1, h - 2, w - 2)
-    return 1 - pooled.amax(dim=(0, 2, 3)).mean()
+    groups = pooled.split(group_size or pooled.shape[0])  # each (<= G, K - 1, h', w')
+    return torch.stack([1 - group.amax(dim=(0, 2, 3)).mean() for group in groups]).mean()
 
 
 def background_presence_loss(maps: torch.Tensor) -> torch.Tensor:
@@ -86,16 +93,20 @@ def random_affine(
     max_translation: float,
     scale_range: tuple[float, float],
     device: torch.device | None = None,
+    per_image: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random similarity transforms and their inverses as ``affine_grid`` matrices ``(B, 2, 3)``.
+
+    ``per_image=False`` draws one transform and repeats it for the whole batch (the official code's choice).
 
     The transform rotates by U(-r, r) degrees, scales by U(lo, hi) and shifts by a whole number of pixels
     ``round(U(-t * S, t * S))`` per axis. Returns ``(warp, unwarp)``: sampling an image with ``warp`` applies the
     transform, sampling the result (or maps of any resolution) with ``unwarp`` undoes it.
     """
-    angle = torch.empty(batch_size, device=device).uniform_(-max_rotation, max_rotation) * math.pi / 180
-    scale = torch.empty(batch_size, device=device).uniform_(*scale_range)
-    shift_px = torch.empty(batch_size, 2, device=device).uniform_(-max_translation, max_translation)
+    draws = batch_size if per_image else 1
+    angle = torch.empty(draws, device=device).uniform_(-max_rotation, max_rotation) * math.pi / 180
+    scale = torch.empty(draws, device=device).uniform_(*scale_range)
+    shift_px = torch.empty(draws, 2, device=device).uniform_(-max_translation, max_translation)
     shift = (shift_px * image_size).round() * 2 / image_size  # whole pixels, in [-1, 1] coordinates
     cos, sin = angle.cos(), angle.sin()
     rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (B, 2, 2)
@@ -105,7 +116,7 @@ def random_affine(
     unwarp = torch.cat([forward_linear, shift.unsqueeze(-1)], dim=-1)
     inverse_linear = rotation.transpose(1, 2) / scale[:, None, None]
     warp = torch.cat([inverse_linear, -(inverse_linear @ shift.unsqueeze(-1))], dim=-1)
-    return warp, unwarp
+    return warp.expand(batch_size, 2, 3), unwarp.expand(batch_size, 2, 3)
 
 
 def apply_affine(images: torch.Tensor, theta: torch.Tensor, mode: str) -> torch.Tensor:

@@ -155,7 +155,7 @@ class IVPTModel(VisualPromptTuner):
             "consistency": losses.consistency_loss(
                 head.maps, [r.grouped_maps for r in records], config.consistency_eps
             ),
-            "presence": level_mean(losses.presence_loss),
+            "presence": level_mean(lambda maps: losses.presence_loss(maps, config.presence_group_size)),
             "background_presence": level_mean(losses.background_presence_loss),
             "total_variation": level_mean(losses.total_variation_loss),
             "pixel_entropy": level_mean(losses.pixel_entropy_loss),
@@ -177,6 +177,7 @@ class IVPTModel(VisualPromptTuner):
             config.equivariance_translation,
             config.equivariance_scale,
             device=pixel_values.device,
+            per_image=config.equivariance_transform == "per_image",
         )
         records, head = self._concepts(losses.apply_affine(pixel_values, warp, mode="bilinear"))
         warped_maps = [self._as_grid(r.maps) for r in records] + [self._as_grid(head.maps)]
