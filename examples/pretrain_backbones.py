@@ -6,8 +6,10 @@ Both are trained on ConceptWorld's pretraining split only (see `peft_interp/pret
     python examples/pretrain_backbones.py --models clip --output-dir outputs/backbones
 
 Each model's folder gets the weights (float16 safetensors), its config, its image processor (and, for CLIP, the
-tokenizer), and `pretraining.json`: seed, ConceptWorld config, settings, per-epoch losses, wall-clock times, library
-versions and thread count. The run is deterministic for a given seed, thread count and machine.
+tokenizer), and `pretraining.json`: seed, ConceptWorld config, settings, per-epoch losses (and, for CLIP, per-epoch
+zero-shot attribute accuracy on the held-out last `--monitor-images` pretraining images), wall-clock times, library
+versions and thread count. The folder is rewritten after every epoch (`"epochs_done"` says how far it got), so an
+interrupted run leaves a usable model. The run is deterministic for a given seed, thread count and machine.
 """
 
 import argparse
@@ -26,6 +28,7 @@ from peft_interp.data.tokenizer import load_clip_tokenizer
 from peft_interp.hub import CHECKPOINTS_DIR, DEFAULT_BACKBONES
 from peft_interp.pretrain import (
     PretrainingSettings,
+    attribute_zero_shot,
     image_processor,
     render_pretraining_images,
     save_backbone,
@@ -71,30 +74,41 @@ def main() -> None:
     rendering_seconds = time.perf_counter() - start
     print(f"rendered {len(data.images)} pretraining images in {rendering_seconds:.0f} s", flush=True)
 
-    for name in args.models:
-        start = time.perf_counter()
-        model, losses = train_clip(data, settings) if name == "clip" else train_dinov2(data, settings)
-        training_seconds = time.perf_counter() - start
+    held_out = slice(len(data.images) - settings.monitor_images, len(data.images))
+    train_data, monitor_data = data.subset(slice(0, held_out.start)), data.subset(held_out)
 
+    for name in args.models:
         directory = args.output_dir / FOLDERS[name]
         tokenizer = load_clip_tokenizer() if name == "clip" else None
-        save_backbone(model, directory, image_processor(name, settings.image_size), tokenizer)
-        info = {
-            "model": name,
-            "split": "pretraining",
-            "seed": settings.seed,
-            "settings": asdict(settings),
-            "conceptworld_config": asdict(conceptworld_config),
-            "epoch_losses": losses,
-            "num_parameters": sum(parameter.numel() for parameter in model.parameters()),
-            "wall_clock_seconds": {
-                "rendering_images": round(rendering_seconds, 1),  # shared by both models
-                "training": round(training_seconds, 1),
-            },
-            "environment": environment(args.threads),
-        }
-        (directory / "pretraining.json").write_text(json.dumps(info, indent=2) + "\n", "utf-8")
-        print(f"[{name}] trained in {training_seconds:.0f} s, saved to {directory}", flush=True)
+        monitor: list[dict] = []
+        start = time.perf_counter()
+
+        def save(model, epoch: int, losses: list[float]) -> None:
+            if name == "clip":
+                monitor.append(attribute_zero_shot(model, monitor_data.images, monitor_data.attributes))
+                print(f"[clip] held-out zero-shot attribute accuracy: {monitor[-1]}", flush=True)
+            save_backbone(model, directory, image_processor(name, settings.image_size), tokenizer)
+            info = {
+                "model": name,
+                "split": "pretraining",
+                "seed": settings.seed,
+                "settings": asdict(settings),
+                "conceptworld_config": asdict(conceptworld_config),
+                "epochs_done": epoch + 1,
+                "epoch_losses": losses,
+                **({"held_out_attribute_zero_shot": monitor} if monitor else {}),
+                "num_parameters": sum(parameter.numel() for parameter in model.parameters()),
+                "wall_clock_seconds": {
+                    "rendering_images": round(rendering_seconds, 1),  # shared by both models
+                    "training": round(time.perf_counter() - start, 1),
+                },
+                "environment": environment(args.threads),
+            }
+            (directory / "pretraining.json").write_text(json.dumps(info, indent=2) + "\n", "utf-8")
+
+        train = train_clip if name == "clip" else train_dinov2
+        train(train_data, settings, on_epoch_end=save)
+        print(f"[{name}] trained in {time.perf_counter() - start:.0f} s, saved to {directory}", flush=True)
 
 
 if __name__ == "__main__":

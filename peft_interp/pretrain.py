@@ -57,7 +57,10 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .data.conceptworld import (
     ATTRIBUTE_KINDS,
     CLASS_ATTRIBUTES,
+    COLORS,
     PART_NAMES,
+    PART_SHAPES,
+    PATTERNS,
     ConceptWorldConfig,
     attribute_vocabulary,
     generate_split,
@@ -92,11 +95,22 @@ class PretrainingSettings:
         clip_learning_rate / dinov2_learning_rate (`float`): AdamW peak learning rates.
         clip_text_freeze_steps (`int`): CLIP's text tower is frozen for this many first steps, then warmed up over
             `clip_text_warmup_steps`.
+        clip_group_size (`int`): CLIP's batches are made of groups of this many images: a random anchor and
+            `clip_group_size - 1` images whose class-defining attributes differ from the anchor's in exactly one
+            (hard negatives: their captions differ by one attribute, so that the contrastive loss cannot be solved
+            without reading every attribute). 1 = plain random batches.
+        style_caption_probability (`float`): how often a pretraining image in the downstream style (a painting) is
+            captioned as such ("a painting of ...").
+        monitor_images (`int`): the last images of the pretraining split, held out of training: after every epoch
+            the models are scored on them (CLIP: zero-shot attribute accuracy; DINOv2: none), to see convergence.
         masked_image_fraction (`float`): fraction of DINOv2's images (drawn per batch) that are masked.
         mask_ratio (`float`): fraction of a masked image's patches DINOv2 has to reconstruct.
         mask_block (`int`): masks are drawn as `mask_block x mask_block` blocks of patches.
         part_loss_weight / attribute_loss_weight (`float`): weights of DINOv2's auxiliary losses, per-patch part
             classification and per-image attribute classification (0 for pure masked image modelling).
+        patch_attribute_loss_weight (`float`): weight of DINOv2's per-patch attribute classification (each
+            foreground patch predicts the colour, pattern and shape of the part it shows), which teaches the patch
+            tokens what the CLS token is taught.
     """
 
     seed: int = 0
@@ -105,17 +119,21 @@ class PretrainingSettings:
     batch_size: int = 64
     warmup_fraction: float = 0.05
     weight_decay: float = 0.05
-    clip_epochs: int = 3
+    clip_epochs: int = 10
     clip_learning_rate: float = 1e-3
     clip_text_freeze_steps: int = 200
     clip_text_warmup_steps: int = 20
-    dinov2_epochs: int = 3
+    clip_group_size: int = 4
+    style_caption_probability: float = 0.25
+    monitor_images: int = 1000
+    dinov2_epochs: int = 4
     dinov2_learning_rate: float = 1.5e-3
     masked_image_fraction: float = 0.5
     mask_ratio: float = 0.5
     mask_block: int = 2
     part_loss_weight: float = 1.0
     attribute_loss_weight: float = 1.0
+    patch_attribute_loss_weight: float = 1.0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -175,11 +193,18 @@ class PretrainingData(NamedTuple):
     patch_parts: `(N, num_patches)` uint8, the majority part id (0 = background) of each patch's pixels, patches in
         the row-major order of the ViT's patch tokens.
     attributes: per image, its part attributes `{part: {"color", "pattern", "shape"}}`.
+    styles: per image, its rendering style ("photo" or "painting").
     """
 
     images: torch.Tensor
     patch_parts: torch.Tensor
     attributes: list[Attributes]
+    styles: list[str]
+
+    def subset(self, indices: slice) -> "PretrainingData":
+        return PretrainingData(
+            self.images[indices], self.patch_parts[indices], self.attributes[indices], self.styles[indices]
+        )
 
 
 def render_pretraining_images(
@@ -189,7 +214,8 @@ def render_pretraining_images(
     columns = generate_split("pretraining", num_images, seed=seed, config=config)
     images = torch.from_numpy(np.stack(columns["image"])).permute(0, 3, 1, 2).contiguous()
     part_masks = torch.from_numpy(np.stack(columns["part_masks"]))
-    return PretrainingData(images, patch_part_labels(part_masks, patch_size).to(torch.uint8), columns["attributes"])
+    patch_parts = patch_part_labels(part_masks, patch_size).to(torch.uint8)
+    return PretrainingData(images, patch_parts, columns["attributes"], columns["style"])
 
 
 def patch_part_labels(part_masks: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -231,6 +257,58 @@ def batches(num_items: int, batch_size: int, generator: torch.Generator) -> Iter
     order = torch.randperm(num_items, generator=generator)
     for start in range(0, num_items - batch_size + 1, batch_size):
         yield order[start : start + batch_size]
+
+
+def class_key(attributes: Attributes) -> tuple[str, ...]:
+    """The class-defining attribute words of an image, in `CLASS_ATTRIBUTES` order."""
+    return tuple(attributes[part][kind] for part, kind in CLASS_ATTRIBUTES)
+
+
+def hard_negative_batches(
+    keys: Sequence[tuple[str, ...]], batch_size: int, group_size: int, rng: np.random.Generator
+) -> Iterator[torch.Tensor]:
+    """Index batches of one epoch made of groups of `group_size` images: an anchor (each image once per epoch, in
+    a random order) and `group_size - 1` images whose class-defining attributes differ from the anchor's in exactly
+    one, each in another attribute where the data allow (e.g. one with another head colour, one with another wing
+    pattern, ...). An epoch has as many batches as `batches` gives; anchors left over are dropped.
+
+    Args:
+        keys: per image, its class-defining attribute words (`class_key`).
+        batch_size: images per batch, a multiple of `group_size`.
+        group_size: 1 gives plain shuffled batches.
+        rng: the source of randomness.
+    """
+    if batch_size % group_size:
+        raise ValueError(f"clip_group_size ({group_size}) must divide batch_size ({batch_size})")
+    images_by_key: dict[tuple[str, ...], list[int]] = {}
+    for index, key in enumerate(keys):
+        images_by_key.setdefault(key, []).append(index)
+    vocabularies = [attribute_vocabulary(part, kind) for part, kind in CLASS_ATTRIBUTES]
+    anchors_per_batch = batch_size // group_size
+    order = rng.permutation(len(keys))
+    for batch in range(len(keys) // batch_size):
+        indices = []
+        for anchor in order[batch * anchors_per_batch : (batch + 1) * anchors_per_batch].tolist():
+            indices += [anchor, *_one_attribute_neighbours(keys[anchor], group_size - 1, images_by_key, vocabularies, rng)]
+        yield torch.tensor(indices)
+
+
+def _one_attribute_neighbours(key, count, images_by_key, vocabularies, rng) -> list[int]:
+    """`count` random images whose key differs from `key` in exactly one attribute, one attribute each (cycling over
+    the attributes in a random order); a random image where no such image exists."""
+    neighbours = []
+    slots = rng.permutation(len(key)).tolist()
+    for slot in (slots * count)[:count]:
+        candidates = [
+            (*key[:slot], word, *key[slot + 1 :]) for word in vocabularies[slot] if word != key[slot]
+        ]
+        candidates = [candidate for candidate in candidates if candidate in images_by_key]
+        if candidates:
+            pool = images_by_key[candidates[rng.integers(len(candidates))]]
+        else:
+            pool = [index for indices in images_by_key.values() for index in indices]
+        neighbours.append(pool[rng.integers(len(pool))])
+    return neighbours
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -285,7 +363,12 @@ def _choose_attributes(attributes: Attributes, rng: np.random.Generator) -> list
     return [pair for pair in every_pair if pair in CLASS_ATTRIBUTES or rng.random() < 0.25]
 
 
-def sample_caption(attributes: Attributes, rng: np.random.Generator) -> str:
+STYLE_PREFIXES = {"painting": "a painting of"}
+
+
+def sample_caption(
+    attributes: Attributes, rng: np.random.Generator, style: str = "photo", style_caption_probability: float = 0.0
+) -> str:
     """A random caption, true of an image with these part attributes.
 
     Three forms, each after an optional prefix ("a photo of", "a picture of", ...):
@@ -296,9 +379,15 @@ def sample_caption(attributes: Attributes, rng: np.random.Generator) -> str:
       shuffled);
     * a mix: "a red-headed bird with a blue body, striped wings and a long tail".
 
+    Like web captions, a caption seldom names how the picture was made: an image in another style than `"photo"` is
+    called what it is ("a painting of ...") with probability `style_caption_probability` only, and otherwise gets
+    the usual prefixes ("a photo of", ...) or none.
+
     Args:
         attributes: `{part: {"color", "pattern", "shape"}}` of one image.
         rng: the source of randomness.
+        style: the image's rendering style (ConceptWorld's `STYLES`).
+        style_caption_probability: how often an image of a style other than `"photo"` is captioned by its style.
 
     Returns:
         A lower-case sentence, usually ending with a period.
@@ -328,7 +417,9 @@ def sample_caption(attributes: Attributes, rng: np.random.Generator) -> str:
     subject = _article(" ".join([*adjectives, "bird"]), rng)
     if phrases:
         subject = f"{subject} with {_join_phrases(phrases)}"
-    if rng.random() < 0.7:
+    if style != "photo" and rng.random() < style_caption_probability:
+        subject = f"{STYLE_PREFIXES[style]} {subject}"
+    elif rng.random() < 0.7:
         subject = f"{_PHOTO_PREFIXES[rng.integers(len(_PHOTO_PREFIXES))]} {subject}"
     return f"{subject}." if rng.random() < 0.8 else subject
 
@@ -399,12 +490,21 @@ def delayed_warmup(start_step: int, warmup_steps: int, schedule: Callable[[int],
     return multiplier
 
 
-def train_clip(data: PretrainingData, settings: PretrainingSettings) -> tuple[CLIPModel, list[float]]:
-    """Trains a tiny CLIP from scratch with the symmetric InfoNCE loss of `CLIPModel(..., return_loss=True)`.
+EpochCallback = Callable[[nn.Module, int, list[float]], None]
+"""Called after every epoch with the model (in eval mode; it is put back in train mode after), the epoch index and
+the mean losses of the epochs so far."""
+
+
+def train_clip(
+    data: PretrainingData, settings: PretrainingSettings, on_epoch_end: EpochCallback | None = None
+) -> tuple[CLIPModel, list[float]]:
+    """Trains a tiny CLIP from scratch with the symmetric InfoNCE loss of `CLIPModel(..., return_loss=True)`, on
+    batches of hard-negative groups (`hard_negative_batches`).
 
     Args:
         data: the pretraining images and their attributes (a new caption is drawn for every image every epoch).
-        settings: epochs, batch size, learning rate, text-tower freeze, seed.
+        settings: epochs, batch size, learning rate, text-tower freeze, group size, seed.
+        on_epoch_end: called after every epoch (see `EpochCallback`).
 
     Returns:
         The trained model (in eval mode) and the mean loss of each epoch.
@@ -414,6 +514,8 @@ def train_clip(data: PretrainingData, settings: PretrainingSettings) -> tuple[CL
     tokenizer = load_clip_tokenizer()
     generator = torch.Generator().manual_seed(settings.seed)
     caption_rng = np.random.default_rng([settings.seed, 1])
+    batch_rng = np.random.default_rng([settings.seed, 2])
+    keys = [class_key(attributes) for attributes in data.attributes]
 
     text = [(name, p) for name, p in model.named_parameters() if name.startswith("text_model.")]
     rest = [(name, p) for name, p in model.named_parameters() if not name.startswith("text_model.")]
@@ -430,8 +532,13 @@ def train_clip(data: PretrainingData, settings: PretrainingSettings) -> tuple[CL
     epoch_losses, start = [], time.perf_counter()
     for epoch in range(settings.clip_epochs):
         losses = []
-        for indices in batches(len(data.images), settings.batch_size, generator):
-            captions = [sample_caption(data.attributes[index], caption_rng) for index in indices.tolist()]
+        for indices in hard_negative_batches(keys, settings.batch_size, settings.clip_group_size, batch_rng):
+            captions = [
+                sample_caption(
+                    data.attributes[index], caption_rng, data.styles[index], settings.style_caption_probability
+                )
+                for index in indices.tolist()
+            ]
             tokens = tokenizer(
                 captions, padding=True, truncation=True, max_length=CLIP_CONTEXT_LENGTH, return_tensors="pt"
             )
@@ -444,7 +551,55 @@ def train_clip(data: PretrainingData, settings: PretrainingSettings) -> tuple[CL
             losses.append(loss.item())
         epoch_losses.append(float(np.mean(losses)))
         _log("clip", epoch, losses, start)
+        _end_epoch(model, epoch, epoch_losses, on_epoch_end)
     return model.eval(), epoch_losses
+
+
+def _end_epoch(model: nn.Module, epoch: int, epoch_losses: list[float], on_epoch_end: EpochCallback | None) -> None:
+    if on_epoch_end is not None:
+        model.eval()
+        with torch.no_grad():
+            on_epoch_end(model, epoch, epoch_losses)
+        model.train()
+
+
+ATTRIBUTE_PROMPTS = {
+    ("head", "color"): "a photo of a bird with a {} head.",
+    ("body", "color"): "a photo of a bird with a {} body.",
+    ("wing", "pattern"): "a photo of a bird with {} wings.",
+    ("tail", "shape"): "a photo of a bird with a {} tail.",
+}
+"""One prompt per class-defining attribute: a CLIP that reads the attribute picks the image's word among the
+attribute's vocabulary with it."""
+
+
+def attribute_zero_shot(
+    model: CLIPModel, images: torch.Tensor, attributes: Sequence[Attributes], batch_size: int = 256
+) -> dict[str, float]:
+    """Zero-shot accuracy (%) of `model` on each class-defining attribute: for each image and attribute, the word
+    whose prompt (`ATTRIBUTE_PROMPTS`) is most similar to the image, against the image's true word.
+
+    Args:
+        model: a CLIP.
+        images: `(N, 3, H, W)` uint8 images.
+        attributes: per image, `{part: {"color", "pattern", "shape"}}`.
+
+    Returns:
+        `{"head color": 83.1, "body color": ..., "wing pattern": ..., "tail shape": ...}`.
+    """
+    tokenizer = load_clip_tokenizer()
+    features = torch.cat([
+        F.normalize(model.get_image_features(pixel_values=normalize(chunk, CLIP_MEAN_STD)).pooler_output, dim=-1)
+        for chunk in images.split(batch_size)
+    ])  # fmt: skip
+    scores = {}
+    for (part, kind), template in ATTRIBUTE_PROMPTS.items():
+        words = attribute_vocabulary(part, kind)
+        tokens = tokenizer([template.format(word) for word in words], padding=True, return_tensors="pt")
+        text = F.normalize(model.get_text_features(**tokens).pooler_output, dim=-1)  # (W, E)
+        truth = torch.tensor([words.index(image[part][kind]) for image in attributes])
+        scores[f"{part} {kind}"] = 100.0 * ((features @ text.T).argmax(-1) == truth).float().mean().item()
+    return scores
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -509,11 +664,39 @@ def attribute_targets(attributes: Sequence[Attributes]) -> torch.Tensor:
     )
 
 
+_SHAPE_OFFSETS = dict(zip(PART_NAMES, np.cumsum([0, *(len(PART_SHAPES[part]) for part in PART_NAMES[:-1])]).tolist()))
+
+
+def patch_attribute_targets(patch_parts: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+    """Per patch, the colour, pattern and shape of the part it shows: `(B, L, 3)` int64, -100 on background patches.
+
+    Colours and patterns index `COLORS` / `PATTERNS`; shapes index the concatenation of every part's shape words
+    (`PART_SHAPES` in `PART_NAMES` order), so that a round head and a round body are different targets.
+
+    Args:
+        patch_parts: `(B, L)` part id of each patch (0 = background).
+        attributes: `(B, 12)` attribute word indices (see `attribute_targets`).
+    """
+    kinds = len(ATTRIBUTE_KINDS)
+    part = (patch_parts.long() - 1).clamp(min=0)  # (B, L), background read as part 0 and masked below
+    columns = part.unsqueeze(-1) * kinds + torch.arange(kinds)  # (B, L, 3): the part's (color, pattern, shape) slots
+    targets = attributes.unsqueeze(1).expand(-1, patch_parts.shape[1], -1).gather(2, columns).clone()
+    offsets = torch.tensor([_SHAPE_OFFSETS[name] for name in PART_NAMES])
+    targets[..., 2] += offsets[part]
+    return targets.masked_fill((patch_parts == 0).unsqueeze(-1), -100)
+
+
 class Dinov2Pretraining(nn.Module):
     """A DINOv2 encoder with the linear heads used only during pretraining (they are not shipped): a pixel decoder
     for the masked patches, a part classifier for every patch token and attribute classifiers for the CLS token."""
 
-    def __init__(self, config: Dinov2WithRegistersConfig, part_loss_weight: float, attribute_loss_weight: float):
+    def __init__(
+        self,
+        config: Dinov2WithRegistersConfig,
+        part_loss_weight: float,
+        attribute_loss_weight: float,
+        patch_attribute_loss_weight: float = 0.0,
+    ):
         super().__init__()
         self.encoder = Dinov2WithRegistersModel(config)
         self.decoder = nn.Linear(config.hidden_size, config.patch_size**2 * config.num_channels)
@@ -523,6 +706,9 @@ class Dinov2Pretraining(nn.Module):
         self.num_prefix_tokens = 1 + config.num_register_tokens
         self.part_loss_weight = part_loss_weight
         self.attribute_loss_weight = attribute_loss_weight
+        self.patch_attribute_loss_weight = patch_attribute_loss_weight
+        self.patch_attribute_sizes = [len(COLORS), len(PATTERNS), sum(len(shapes) for shapes in PART_SHAPES.values())]
+        self.patch_attribute_classifier = nn.Linear(config.hidden_size, sum(self.patch_attribute_sizes))
 
     def forward(
         self, pixel_values: torch.Tensor, masks: torch.Tensor, patch_parts: torch.Tensor, attributes: torch.Tensor
@@ -542,10 +728,21 @@ class Dinov2Pretraining(nn.Module):
         loss = loss + self.part_loss_weight * F.cross_entropy(part_logits.flatten(0, 1), patch_parts.flatten())
         attribute_logits = self.attribute_classifier(hidden[:, 0]).split(self.vocabulary_sizes, dim=-1)
         attribute_loss = sum(F.cross_entropy(logits, attributes[:, i]) for i, logits in enumerate(attribute_logits))
-        return loss + self.attribute_loss_weight * attribute_loss / len(attribute_logits)
+        loss = loss + self.attribute_loss_weight * attribute_loss / len(attribute_logits)
+        if self.patch_attribute_loss_weight:
+            targets = patch_attribute_targets(patch_parts, attributes)  # (B, L, 3)
+            logits = self.patch_attribute_classifier(patch_tokens).split(self.patch_attribute_sizes, dim=-1)
+            patch_loss = sum(
+                F.cross_entropy(kind_logits.flatten(0, 1), targets[..., i].flatten(), ignore_index=-100)
+                for i, kind_logits in enumerate(logits)
+            )
+            loss = loss + self.patch_attribute_loss_weight * patch_loss / len(logits)
+        return loss
 
 
-def train_dinov2(data: PretrainingData, settings: PretrainingSettings) -> tuple[Dinov2WithRegistersModel, list[float]]:
+def train_dinov2(
+    data: PretrainingData, settings: PretrainingSettings, on_epoch_end: EpochCallback | None = None
+) -> tuple[Dinov2WithRegistersModel, list[float]]:
     """Trains a tiny DINOv2 from scratch by masked image modelling, with the auxiliary part and attribute losses.
 
     Args:
@@ -557,7 +754,9 @@ def train_dinov2(data: PretrainingData, settings: PretrainingSettings) -> tuple[
     """
     torch.manual_seed(settings.seed)
     config = tiny_dinov2_config(settings.image_size)
-    model = Dinov2Pretraining(config, settings.part_loss_weight, settings.attribute_loss_weight).train()
+    model = Dinov2Pretraining(
+        config, settings.part_loss_weight, settings.attribute_loss_weight, settings.patch_attribute_loss_weight
+    ).train()
     generator = torch.Generator().manual_seed(settings.seed + 1)
     grid_size = settings.image_size // config.patch_size
     attributes = attribute_targets(data.attributes)
@@ -581,6 +780,11 @@ def train_dinov2(data: PretrainingData, settings: PretrainingSettings) -> tuple[
             losses.append(loss.item())
         epoch_losses.append(float(np.mean(losses)))
         _log("dinov2", epoch, losses, start)
+        if on_epoch_end is not None:
+            model.encoder.eval()
+            with torch.no_grad():
+                on_epoch_end(model.encoder, epoch, epoch_losses)
+            model.train()
     return model.encoder.eval(), epoch_losses
 
 

@@ -275,7 +275,9 @@ def test_dataset_columns_and_features(base_train_2_shots):
         "keypoints_visible",
         "part_masks",
         "pose",
+        "style",
     ]
+    assert set(dataset["style"]) == {"painting"}  # the default downstream style
     assert dataset.features["label"].names == class_names("base_train")
     assert dataset.features["part_masks"].shape == (IMAGE_SIZE, IMAGE_SIZE)
     assert dataset.features["keypoints"].shape == (4, 2)
@@ -295,6 +297,38 @@ def test_dataset_columns_and_features(base_train_2_shots):
             assert row["attributes"][part][kind] in attribute_vocabulary(part, kind)
     assert bird_class.head_color in row["caption"] and bird_class.tail_shape in row["caption"]
     assert 0.0 < row["pose"]["scale"] and isinstance(row["pose"]["flipped"], bool)
+
+
+def test_painting_keeps_the_bird_and_its_colours_and_replaces_the_background():
+    """Same address, two styles: the same bird in the same pose (masks and keypoints identical); bird pixels moved 30%
+    toward the paper colour (exactly, before noise: compared with noise switched off); the background is paper."""
+    config = ConceptWorldConfig(noise_std=0.0)
+    bird_class = all_classes()[123]
+    photo = render_sample(bird_class, sample_rng(0, "train", 123, 0), config, "photo")
+    painting = render_sample(bird_class, sample_rng(0, "train", 123, 0), config, "painting")
+    assert np.array_equal(photo["part_masks"], painting["part_masks"])
+    assert np.array_equal(photo["keypoints"], painting["keypoints"]) and painting["style"] == "painting"
+    bird = photo["part_masks"] > 0
+    padded = np.pad(bird, 2)  # pixels two away from the outline ring drawn around the bird
+    ring_free = bird & padded[2:-2, :-4] & padded[2:-2, 4:] & padded[:-4, 2:-2] & padded[4:, 2:-2]
+    paper = np.array([236.0, 224.0, 200.0])
+    expected = photo["image"][ring_free].astype(float) + 0.3 * (paper - photo["image"][ring_free])
+    np.testing.assert_allclose(painting["image"][ring_free], expected, atol=1.0)
+    background = painting["image"][~bird & ~np.pad(bird, 1)[1:-1, 2:]].astype(float)
+    assert np.abs(background.mean(0) - paper).max() < 30  # a paper wash, not the photo's random colour
+
+
+def test_styles_follow_the_config_and_the_image_address():
+    config = ConceptWorldConfig(pretraining_style_fraction=0.5)
+    pretraining = load_conceptworld("pretraining", num_images=200, config=config)["style"]
+    assert 60 < pretraining.count("painting") < 140 and set(pretraining) == {"photo", "painting"}
+    assert load_conceptworld("pretraining", num_images=200, config=config)["style"] == pretraining
+    photos = load_conceptworld("base_test", shots=1, config=ConceptWorldConfig(downstream_style="photo"))
+    assert set(photos["style"]) == {"photo"}
+    with pytest.raises(ValueError, match="downstream_style"):
+        ConceptWorldConfig(downstream_style="sketch")
+    with pytest.raises(ValueError, match="pretraining_style_fraction"):
+        ConceptWorldConfig(pretraining_style_fraction=1.5)
 
 
 def test_class_name_and_caption_format():

@@ -16,7 +16,15 @@ from torch.nn import functional as F
 from transformers import CLIPModel, CLIPTokenizer, Dinov2WithRegistersModel
 
 from peft_interp.data import class_names, load_clip_tokenizer, load_conceptworld
-from peft_interp.data.conceptworld import ConceptWorldConfig, all_classes, sample_attributes
+from peft_interp.data.conceptworld import (
+    CLASS_ATTRIBUTES,
+    PART_NAMES,
+    PART_SHAPES,
+    ConceptWorldConfig,
+    all_classes,
+    attribute_vocabulary,
+    sample_attributes,
+)
 from peft_interp.hub import (
     DEFAULT_BACKBONES,
     checkpoint_path,
@@ -26,9 +34,16 @@ from peft_interp.hub import (
     pretraining_info,
 )
 from peft_interp.pretrain import (
+    ATTRIBUTE_PROMPTS,
+    ATTRIBUTE_SLOTS,
     CLIP_MEAN_STD,
     DINOV2_MEAN_STD,
     PretrainingSettings,
+    attribute_targets,
+    attribute_zero_shot,
+    class_key,
+    hard_negative_batches,
+    patch_attribute_targets,
     flip_images,
     flip_patch_grid,
     normalize,
@@ -174,6 +189,92 @@ def test_captions_only_say_true_things():
         assert "bird" in caption
 
 
+def test_paintings_are_captioned_as_paintings_only_as_often_as_asked():
+    rng = np.random.default_rng(0)
+    attributes = sample_attributes(all_classes()[5], rng)
+    always = [sample_caption(attributes, rng, "painting", 1.0) for _ in range(50)]
+    assert all(caption.startswith("a painting of ") for caption in always)
+    sometimes = [sample_caption(attributes, rng, "painting", 0.25) for _ in range(800)]
+    assert 150 < sum(caption.startswith("a painting of ") for caption in sometimes) < 250
+    photos = [sample_caption(attributes, rng, "photo", 1.0) for _ in range(200)]
+    assert not any("painting" in caption for caption in photos)
+
+
+def test_hard_negative_groups_differ_from_their_anchor_in_exactly_one_attribute_each():
+    keys = [tuple(bird_class) for bird_class in all_classes() for _ in range(2)]
+    batches = list(hard_negative_batches(keys, batch_size=8, group_size=4, rng=np.random.default_rng(0)))
+    assert len(batches) == len(keys) // 8
+    anchors = [batch[i].item() for batch in batches for i in (0, 4)]
+    assert len(set(anchors)) == len(anchors)  # every image is an anchor at most once an epoch
+    for batch in batches:
+        for group in batch.view(2, 4).tolist():
+            anchor, neighbours = keys[group[0]], [keys[index] for index in group[1:]]
+            differing = [[slot for slot in range(4) if key[slot] != anchor[slot]] for key in neighbours]
+            assert all(len(slots) == 1 for slots in differing), (anchor, neighbours)
+            assert len({slots[0] for slots in differing}) == 3  # three different attributes
+    plain = list(hard_negative_batches(keys, batch_size=8, group_size=1, rng=np.random.default_rng(0)))
+    assert sorted(torch.cat(plain).tolist()) == sorted(set(torch.cat(plain).tolist()))  # group 1: a plain shuffle
+    with pytest.raises(ValueError, match="clip_group_size"):
+        next(hard_negative_batches(keys, batch_size=8, group_size=3, rng=np.random.default_rng(0)))
+
+
+def test_class_key_reads_the_class_defining_attributes():
+    bird_class = all_classes()[300]
+    attributes = sample_attributes(bird_class, np.random.default_rng(1))
+    assert class_key(attributes) == tuple(bird_class)
+
+
+def test_patch_attribute_targets_match_a_naive_loop():
+    rng = np.random.default_rng(3)
+    images = [sample_attributes(all_classes()[i], rng) for i in (0, 400)]
+    attributes = attribute_targets(images)
+    patch_parts = torch.tensor([[0, 1, 2, 3, 4, 2], [4, 4, 0, 1, 3, 3]])
+    shape_words = [(part, word) for part in PART_NAMES for word in PART_SHAPES[part]]
+    expected = torch.full((2, 6, 3), -100)
+    for b, image in enumerate(images):
+        for position, part_id in enumerate(patch_parts[b].tolist()):
+            if part_id:
+                part = PART_NAMES[part_id - 1]
+                expected[b, position, 0] = attribute_vocabulary(part, "color").index(image[part]["color"])
+                expected[b, position, 1] = attribute_vocabulary(part, "pattern").index(image[part]["pattern"])
+                expected[b, position, 2] = shape_words.index((part, image[part]["shape"]))
+    assert torch.equal(patch_attribute_targets(patch_parts, attributes), expected)
+    assert len(ATTRIBUTE_SLOTS) == 12
+
+
+class _OracleCLIP:
+    """Image features one-hot on an image's true word for one attribute, text features one-hot on the word: the
+    attribute is read perfectly, the others follow from how the text features of their words are laid out."""
+
+    def __init__(self, truth_words, read_kind):
+        self.truth_words, self.read_kind = truth_words, read_kind
+
+    def get_image_features(self, pixel_values):
+        part, kind = self.read_kind
+        words = attribute_vocabulary(part, kind)
+        rows = torch.stack([F.one_hot(torch.tensor(words.index(w)), 16).float() for w in self.truth_words])
+        return type("Out", (), {"pooler_output": rows[: len(pixel_values)]})()
+
+    def get_text_features(self, input_ids, attention_mask=None):
+        count = len(input_ids)
+        return type("Out", (), {"pooler_output": torch.eye(16)[:count] + 1e-3})()
+
+
+def test_attribute_zero_shot_scores_each_attribute_against_its_vocabulary():
+    rng = np.random.default_rng(0)
+    images = [sample_attributes(all_classes()[i], rng) for i in range(0, 768, 24)]
+    kind = ("head", "color")
+    oracle = _OracleCLIP([image["head"]["color"] for image in images], kind)
+    scores = attribute_zero_shot(oracle, torch.zeros(len(images), 3, 8, 8, dtype=torch.uint8), images)
+    assert set(scores) == {f"{part} {kind}" for part, kind in ATTRIBUTE_PROMPTS} == {
+        f"{part} {kind}" for part, kind in CLASS_ATTRIBUTES
+    }
+    assert scores["head color"] == 100.0
+    # the same one-hot image features read as body colours: right exactly where head and body colours coincide
+    same = np.mean([image["head"]["color"] == image["body"]["color"] for image in images]) * 100
+    assert abs(scores["body color"] - same) < 1e-4
+
+
 def test_block_masks():
     masks = sample_block_masks(3, grid_size=8, mask_ratio=0.5, block=2, generator=torch.Generator().manual_seed(0))
     assert masks.shape == (3, 64) and (masks.sum(1) == 32).all()
@@ -200,10 +301,15 @@ def test_patch_part_labels_and_flips():
 
 
 def test_pretraining_runs_a_few_steps():
-    settings = replace(PretrainingSettings(), num_images=8, batch_size=4, clip_epochs=1, dinov2_epochs=1)
+    settings = replace(
+        PretrainingSettings(), num_images=8, batch_size=4, clip_epochs=2, dinov2_epochs=1, clip_group_size=2
+    )
     data = render_pretraining_images(8, seed=0, config=ConceptWorldConfig())
-    assert data.images.shape == (8, 3, 64, 64) and data.patch_parts.shape == (8, 64)
-    clip, clip_losses = train_clip(data, settings)
+    assert data.images.shape == (8, 3, 64, 64) and data.patch_parts.shape == (8, 64) and len(data.styles) == 8
+    calls = []
+    clip, clip_losses = train_clip(data, settings, on_epoch_end=lambda m, e, l: calls.append((e, list(l), m.training)))
+    assert calls == [(0, clip_losses[:1], False), (1, clip_losses, False)]
     dinov2, dinov2_losses = train_dinov2(data, settings)
+    clip_losses = clip_losses[:1]
     assert isinstance(clip, CLIPModel) and isinstance(dinov2, Dinov2WithRegistersModel)
     assert len(clip_losses) == len(dinov2_losses) == 1 and np.isfinite(clip_losses + dinov2_losses).all()

@@ -38,6 +38,18 @@ images per class) is the same as `num_images=k * num_classes`. Train and test im
 streams; an image of a downstream class is identical whichever split (`base_*` or `downstream_*`) it is loaded
 through, only its `label` (the index in that split's class list) differs.
 
+Rendering styles
+----------------
+Images come in two styles (`STYLES`): `"photo"`, described above, and `"painting"`: the same bird on a paper-coloured
+watercolour wash instead of the cluttered background, its colours diluted 30% toward the paper and its outlines
+thicker (the colours stay far apart: every attribute is still visible). Downstream splits are rendered in
+`ConceptWorldConfig.downstream_style` (default `"painting"`); of the pretraining split only a small fraction
+(`pretraining_style_fraction`, 10%) is. This leaves prompt learning the kind of room it has on real data: a
+hand-written "a photo of a {}." is not the best text for the downstream domain, because the backbone saw that domain
+rarely (and its captions named it rarely, see `peft_interp.pretrain`), so a learnt context has something to learn;
+zero-shot still works because the birds are drawn the same way. Set `downstream_style="photo"` for the original
+dataset.
+
 Augmentation
 ------------
 `RandomAffine` (rotation, scaling, translation, horizontal flip) transforms an image, its part masks and its
@@ -168,6 +180,7 @@ CAPTION_TEMPLATES = (
     "a photo of {name_with_article}.",
     "{name_with_article}.",
 )
+STYLES = ("photo", "painting")
 SPLITS = ("pretraining", "base_train", "base_test", "novel_train", "novel_test", "downstream_train", "downstream_test")
 # The random stream an image is drawn from: pretraining, downstream train and downstream test images never coincide.
 _STREAMS = {"pretraining": 0, "train": 1, "test": 2}
@@ -213,6 +226,11 @@ class ConceptWorldConfig:
             Opacity range of the clutter shapes.
         noise_std (`float`, defaults to 4.0):
             Standard deviation of the Gaussian pixel noise added to the whole image (0-255 scale).
+        downstream_style (`str`, defaults to `"painting"`):
+            Rendering style (`STYLES`) of every image of the downstream splits (base, novel, downstream).
+        pretraining_style_fraction (`float`, defaults to 0.1):
+            Fraction of the pretraining images rendered in `downstream_style` (drawn per image, by its address);
+            the others are photos.
     """
 
     image_size: int = 64
@@ -228,6 +246,8 @@ class ConceptWorldConfig:
     num_clutter_shapes: tuple[int, int] = (3, 8)
     clutter_opacity: tuple[float, float] = (0.1, 0.3)
     noise_std: float = 4.0
+    downstream_style: str = "painting"
+    pretraining_style_fraction: float = 0.1
 
     def __post_init__(self):
         num_classes = len(all_classes())
@@ -235,6 +255,10 @@ class ConceptWorldConfig:
             raise ValueError(f"num_downstream_classes must be even, in [2, {num_classes - 2}]")
         if self.image_size < 16:
             raise ValueError("image_size must be at least 16 pixels")
+        if self.downstream_style not in STYLES:
+            raise ValueError(f"downstream_style must be one of {STYLES}, got {self.downstream_style!r}")
+        if not 0.0 <= self.pretraining_style_fraction <= 1.0:
+            raise ValueError(f"pretraining_style_fraction must be in [0, 1], got {self.pretraining_style_fraction}")
         if not 0.0 <= self.part_jitter <= 0.25:
             raise ValueError("part_jitter must be in [0, 0.25] radians (larger turns could leave the bird's circle)")
 
@@ -606,6 +630,34 @@ def _draw_outlines(canvas: np.ndarray, part_masks: np.ndarray) -> None:
     canvas[outline] = np.where(is_dark, pixels * 0.5 + 90, pixels * 0.5)
 
 
+_PAPER = np.array([236.0, 224.0, 200.0], dtype=np.float32)
+_PAINT_DILUTION = 0.3  # how far a painted part's colour moves toward the paper
+
+
+def _paint(canvas: np.ndarray, part_masks: np.ndarray, rng: np.random.Generator) -> None:
+    """Turns a rendered photo (in place) into the `"painting"` style: a paper-coloured wash with soft blotches as the
+    background, part colours diluted toward the paper, and a second, outer ring of dark outline.
+
+    Args:
+        canvas: `(H, W, 3)` float32 image in 0..255, painted in place.
+        part_masks: `(H, W)` part ids of the same pixels.
+    """
+    size = canvas.shape[0]
+    xs, ys = _pixel_grid(size)
+    wash = np.zeros_like(canvas)
+    for _ in range(3):  # soft watercolour blotches
+        center, radius = rng.uniform(0, size, size=2), rng.uniform(0.2, 0.5) * size
+        tint = rng.uniform(-25, 25, size=3).astype(np.float32)
+        weight = np.exp(-((xs - center[0]) ** 2 + (ys - center[1]) ** 2) / (2 * radius**2))
+        wash += weight[..., None] * tint
+    bird = part_masks > 0
+    canvas[~bird] = _PAPER + wash[~bird]
+    canvas[bird] += _PAINT_DILUTION * (_PAPER - canvas[bird])
+    padded = np.pad(bird, 1)
+    ring = ~bird & (padded[1:-1, :-2] | padded[1:-1, 2:] | padded[:-2, 1:-1] | padded[2:, 1:-1])
+    canvas[ring] = 0.35 * canvas[ring]
+
+
 def nearest_part_pixels(part_masks: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """For each part, the pixel of that part nearest a target point.
 
@@ -627,9 +679,10 @@ def nearest_part_pixels(part_masks: np.ndarray, targets: np.ndarray) -> np.ndarr
 
 
 def render_sample(
-    bird_class: BirdClass, rng: np.random.Generator, config: ConceptWorldConfig | None = None
+    bird_class: BirdClass, rng: np.random.Generator, config: ConceptWorldConfig | None = None, style: str = "photo"
 ) -> dict[str, Any]:
-    """Draws one image of `bird_class` and its ground truth, using only `rng` for randomness.
+    """Draws one image of `bird_class` in `style` (one of `STYLES`) and its ground truth, using only `rng` for
+    randomness (a painting and a photo from the same `rng` show the same bird in the same pose).
 
     Returns:
         A dict with
@@ -639,14 +692,19 @@ def render_sample(
         - `keypoints_visible`: `(4,)` bool,
         - `attributes`: `{part: {"color", "pattern", "shape"}}` words,
         - `caption`: a sentence describing the bird,
-        - `pose`: the `Pose` as a dict.
+        - `pose`: the `Pose` as a dict,
+        - `style`: `style`.
     """
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     config = config or ConceptWorldConfig()
     attributes = sample_attributes(bird_class, rng)
     template = CAPTION_TEMPLATES[rng.integers(len(CAPTION_TEMPLATES))]
     pose = sample_pose(rng, config)
     canvas = _draw_background(rng, config)
     part_masks, keypoints = _draw_bird(canvas, attributes, pose, rng, config)
+    if style == "painting":
+        _paint(canvas, part_masks, rng)
     noise = rng.standard_normal(canvas.shape, dtype=np.float32) * np.float32(config.noise_std)
     image = np.clip(canvas + noise + 0.5, 0, 255).astype(np.uint8)
     return {
@@ -659,12 +717,22 @@ def render_sample(
             name_with_article=_with_article(bird_class.name), description=bird_class.description
         ),
         "pose": {"x": pose.x, "y": pose.y, "scale": pose.scale, "rotation": pose.rotation, "flipped": pose.flipped},
+        "style": style,
     }
 
 
 def sample_rng(seed: int, stream: str, class_id: int, index: int) -> np.random.Generator:
     """The generator of one image: a function of its address only, never of global random state."""
     return np.random.default_rng([seed, _STREAMS[stream], class_id, index])
+
+
+def sample_style(seed: int, stream: str, class_id: int, index: int, config: ConceptWorldConfig) -> str:
+    """The rendering style of one image, a function of its address: downstream images are all in
+    `config.downstream_style`; a pretraining image is with probability `config.pretraining_style_fraction`."""
+    if stream != "pretraining":
+        return config.downstream_style
+    draw = np.random.default_rng([seed, _STREAMS[stream], class_id, index, 1]).random()
+    return config.downstream_style if draw < config.pretraining_style_fraction else "photo"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -692,6 +760,7 @@ def conceptworld_features(split_class_names: list[str], image_size: int) -> Feat
                 "rotation": Value("float32"),
                 "flipped": Value("bool"),
             },
+            "style": Value("string"),
         }
     )
 
@@ -712,7 +781,8 @@ def generate_split(
     for image_index in range(num_images):
         label, index_in_class = image_index % len(split_class_ids), image_index // len(split_class_ids)
         class_id = split_class_ids[label]
-        sample = render_sample(every_class[class_id], sample_rng(seed, stream, class_id, index_in_class), config)
+        style = sample_style(seed, stream, class_id, index_in_class, config)
+        sample = render_sample(every_class[class_id], sample_rng(seed, stream, class_id, index_in_class), config, style)
         sample.update(label=label, class_name=every_class[class_id].name)
         for name, column in columns.items():
             column.append(sample[name])
