@@ -106,6 +106,10 @@ class PretrainingSettings:
             `clip_group_size - 1` images whose class-defining attributes differ from the anchor's in exactly one
             (hard negatives: their captions differ by one attribute, so that the contrastive loss cannot be solved
             without reading every attribute). 1 = plain random batches.
+        clip_attribute_loss_weight (`float`): weight of CLIP's attribute-caption loss, a contrastive loss with
+            captions that differ in one word: for each image and each of its twelve (part, attribute) slots, the
+            caption naming its word (e.g. "a bird with a red head.", "a striped-winged bird.") against the same
+            caption with every other word of that slot, all encoded by the text tower (0 = plain CLIP).
         style_caption_probability (`float`): how often a pretraining image in the downstream style (a painting) is
             captioned as such ("a painting of ...").
         monitor_images (`int`): the last images of the pretraining split, held out of training: after every epoch
@@ -126,11 +130,12 @@ class PretrainingSettings:
     batch_size: int = 64
     warmup_fraction: float = 0.05
     weight_decay: float = 0.05
-    clip_epochs: int = 10
+    clip_epochs: int = 6
     clip_learning_rate: float = 1e-3
     clip_text_freeze_steps: int = 200
     clip_text_warmup_steps: int = 20
     clip_group_size: int = 4
+    clip_attribute_loss_weight: float = 1.0
     style_caption_probability: float = 0.25
     monitor_images: int = 1000
     dinov2_epochs: int = 4
@@ -497,6 +502,51 @@ def delayed_warmup(start_step: int, warmup_steps: int, schedule: Callable[[int],
     return multiplier
 
 
+_SLOT_TEMPLATES = (
+    "a bird with {article} {word} {noun}.",  # "a bird with a red head.", "a bird with striped wings."
+    "{article_word} {word}-{adjective} bird.",  # "a red-headed bird.", "an oval-..."
+)
+
+
+def attribute_captions(template: int) -> tuple[list[str], list[int]]:
+    """Every one-word variant of a caption per (part, attribute) slot (`ATTRIBUTE_SLOTS` order).
+
+    Returns:
+        The captions, slot after slot, each slot's words in vocabulary order, and the number of words of each slot.
+    """
+    captions, sizes = [], []
+    for part, kind in ATTRIBUTE_SLOTS:
+        words = attribute_vocabulary(part, kind)
+        for word in words:
+            article = "" if part == "wing" else ("an" if word[0] in "aeiou" else "a")
+            captions.append(
+                " ".join(_SLOT_TEMPLATES[template].format(
+                    article=article, word=word, noun=_PART_NOUNS[part], adjective=_PART_ADJECTIVES[part],
+                    article_word="an" if word[0] in "aeiou" else "a",
+                ).split())  # fmt: skip
+            )
+        sizes.append(len(words))
+    return captions, sizes
+
+
+def attribute_caption_loss(
+    image_embeds: torch.Tensor, slot_text_embeds: torch.Tensor, slot_sizes: list[int], targets: torch.Tensor,
+    logit_scale: torch.Tensor,
+) -> torch.Tensor:
+    """Mean over slots of the cross-entropy of picking an image's word among its slot's one-word caption variants.
+
+    Args:
+        image_embeds: `(B, E)` normalised image embeddings.
+        slot_text_embeds: `(W, E)` normalised embeddings of `attribute_captions`' captions.
+        slot_sizes: words per slot (sums to `W`).
+        targets: `(B, 12)` index of each image's word in each slot (`attribute_targets`).
+        logit_scale: CLIP's log temperature.
+    """
+    logits = logit_scale.exp() * image_embeds @ slot_text_embeds.T  # (B, W)
+    per_slot = [F.cross_entropy(chunk, targets[:, slot]) for slot, chunk in enumerate(logits.split(slot_sizes, -1))]
+    return torch.stack(per_slot).mean()
+
+
 EpochCallback = Callable[[nn.Module, int, list[float]], None]
 """Called after every epoch with the model (in eval mode; it is put back in train mode after), the epoch index and
 the mean losses of the epochs so far."""
@@ -523,6 +573,9 @@ def train_clip(
     caption_rng = np.random.default_rng([settings.seed, 1])
     batch_rng = np.random.default_rng([settings.seed, 2])
     keys = [class_key(attributes) for attributes in data.attributes]
+    targets = attribute_targets(data.attributes)  # (N, 12)
+    slot_captions = [attribute_captions(template) for template in range(len(_SLOT_TEMPLATES))]
+    slot_tokens = [tokenizer(captions, padding=True, return_tensors="pt") for captions, _ in slot_captions]
 
     text = [(name, p) for name, p in model.named_parameters() if name.startswith("text_model.")]
     rest = [(name, p) for name, p in model.named_parameters() if not name.startswith("text_model.")]
@@ -551,7 +604,14 @@ def train_clip(
             )
             flips = random_flips(len(indices), generator)
             pixel_values = normalize(flip_images(data.images[indices], flips), CLIP_MEAN_STD)
-            loss = model(**tokens, pixel_values=pixel_values, return_loss=True).loss
+            outputs = model(**tokens, pixel_values=pixel_values, return_loss=True)
+            loss = outputs.loss
+            if settings.clip_attribute_loss_weight:
+                template = int(batch_rng.integers(len(_SLOT_TEMPLATES)))
+                slot_text = F.normalize(model.get_text_features(**slot_tokens[template]).pooler_output, dim=-1)
+                loss = loss + settings.clip_attribute_loss_weight * attribute_caption_loss(
+                    outputs.image_embeds, slot_text, slot_captions[template][1], targets[indices], model.logit_scale
+                )
             _optimisation_step(loss, model, optimizer, scheduler)
             with torch.no_grad():
                 model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
