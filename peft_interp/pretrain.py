@@ -120,8 +120,8 @@ class PretrainingSettings:
         part_loss_weight / attribute_loss_weight (`float`): weights of DINOv2's auxiliary losses, per-patch part
             classification and per-image attribute classification (0 for pure masked image modelling).
         patch_attribute_loss_weight (`float`): weight of DINOv2's per-patch attribute classification (each
-            foreground patch predicts the colour, pattern and shape of the part it shows), which teaches the patch
-            tokens what the CLS token is taught.
+            foreground patch predicts which part has which colour, pattern and shape, see `patch_attribute_targets`),
+            which teaches the patch tokens what the CLS token is taught.
     """
 
     seed: int = 0
@@ -138,7 +138,7 @@ class PretrainingSettings:
     clip_attribute_loss_weight: float = 1.0
     style_caption_probability: float = 0.25
     monitor_images: int = 1000
-    dinov2_epochs: int = 4
+    dinov2_epochs: int = 3
     dinov2_learning_rate: float = 1.5e-3
     masked_image_fraction: float = 0.5
     mask_ratio: float = 0.5
@@ -731,14 +731,15 @@ def attribute_targets(attributes: Sequence[Attributes]) -> torch.Tensor:
     )
 
 
-_SHAPE_OFFSETS = dict(zip(PART_NAMES, np.cumsum([0, *(len(PART_SHAPES[part]) for part in PART_NAMES[:-1])]).tolist()))
-
-
 def patch_attribute_targets(patch_parts: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
-    """Per patch, the colour, pattern and shape of the part it shows: `(B, L, 3)` int64, -100 on background patches.
+    """Per patch, the colour, pattern and shape of the part it shows, each as a (part, word) pair: `(B, L, 3)`
+    int64, -100 on background patches.
 
-    Colours and patterns index `COLORS` / `PATTERNS`; shapes index the concatenation of every part's shape words
-    (`PART_SHAPES` in `PART_NAMES` order), so that a round head and a round body are different targets.
+    Targets name the part with the word (`part * vocabulary size + word`: a red head and a red body are different
+    targets), so that patch tokens tell which part has which attribute and the mean of the patch tokens still does
+    (with one "red" target for every part, a red-headed blue-bodied bird and a blue-headed red-bodied one would
+    have the same mean). Colours index `COLORS`, patterns `PATTERNS`, shapes the concatenation of every part's shape
+    words (`PART_SHAPES` in `PART_NAMES` order).
 
     Args:
         patch_parts: `(B, L)` part id of each patch (0 = background).
@@ -747,9 +748,12 @@ def patch_attribute_targets(patch_parts: torch.Tensor, attributes: torch.Tensor)
     kinds = len(ATTRIBUTE_KINDS)
     part = (patch_parts.long() - 1).clamp(min=0)  # (B, L), background read as part 0 and masked below
     columns = part.unsqueeze(-1) * kinds + torch.arange(kinds)  # (B, L, 3): the part's (color, pattern, shape) slots
-    targets = attributes.unsqueeze(1).expand(-1, patch_parts.shape[1], -1).gather(2, columns).clone()
-    offsets = torch.tensor([_SHAPE_OFFSETS[name] for name in PART_NAMES])
-    targets[..., 2] += offsets[part]
+    words = attributes.unsqueeze(1).expand(-1, patch_parts.shape[1], -1).gather(2, columns)
+    shape_offsets = torch.tensor(np.cumsum([0, *(len(PART_SHAPES[name]) for name in PART_NAMES[:-1])]))
+    targets = torch.stack(
+        [part * len(COLORS) + words[..., 0], part * len(PATTERNS) + words[..., 1], shape_offsets[part] + words[..., 2]],
+        dim=-1,
+    )
     return targets.masked_fill((patch_parts == 0).unsqueeze(-1), -100)
 
 
@@ -774,7 +778,9 @@ class Dinov2Pretraining(nn.Module):
         self.part_loss_weight = part_loss_weight
         self.attribute_loss_weight = attribute_loss_weight
         self.patch_attribute_loss_weight = patch_attribute_loss_weight
-        self.patch_attribute_sizes = [len(COLORS), len(PATTERNS), sum(len(shapes) for shapes in PART_SHAPES.values())]
+        num_parts = len(PART_NAMES)
+        num_shapes = sum(len(shapes) for shapes in PART_SHAPES.values())
+        self.patch_attribute_sizes = [num_parts * len(COLORS), num_parts * len(PATTERNS), num_shapes]
         self.patch_attribute_classifier = nn.Linear(config.hidden_size, sum(self.patch_attribute_sizes))
 
     def forward(

@@ -235,8 +235,9 @@ def test_patch_attribute_targets_match_a_naive_loop():
         for position, part_id in enumerate(patch_parts[b].tolist()):
             if part_id:
                 part = PART_NAMES[part_id - 1]
-                expected[b, position, 0] = attribute_vocabulary(part, "color").index(image[part]["color"])
-                expected[b, position, 1] = attribute_vocabulary(part, "pattern").index(image[part]["pattern"])
+                index = part_id - 1
+                expected[b, position, 0] = 8 * index + attribute_vocabulary(part, "color").index(image[part]["color"])
+                expected[b, position, 1] = 4 * index + attribute_vocabulary(part, "pattern").index(image[part]["pattern"])
                 expected[b, position, 2] = shape_words.index((part, image[part]["shape"]))
     assert torch.equal(patch_attribute_targets(patch_parts, attributes), expected)
     assert len(ATTRIBUTE_SLOTS) == 12
