@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from peft import PeftModel, get_peft_model
+from peft import PeftModel, get_peft_model, get_peft_model_state_dict
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 from safetensors.torch import load_file
 from transformers import CLIPConfig, CLIPModel
@@ -258,7 +258,7 @@ def test_maple_defaults_and_prompt_layout():
     prompts = tuner.prompts("default")
     expected = [tokenizer.bos_token_id, *tokenizer.encode("X X of a cat.", add_special_tokens=False), tokenizer.eos_token_id]
     assert prompts.input_ids[0].tolist() == expected and prompts.soft_mask[0].tolist()[:4] == [False, True, True, False]
-    assert tuner.decode_context().prompt == "a photo {}."  # v starts at "a photo"; "of a" stays as fixed words
+    assert tuner.decode_context().prompt == "a photo of a {}."  # v starts at "a photo"; "of a" stays as fixed words
     assert tuner.deep_text_prompts("default").shape == (0, 2, 32)  # depth 1: input prompts only
     with pytest.raises(ValueError, match="`prompt_depth`=3 exceeds the 2 blocks of the CLIP text tower"):
         get_peft_model(make_wide_clip(), MaPLeConfig(class_names=CLASSES, prompt_depth=3))
@@ -409,6 +409,8 @@ def test_learner_round_trip_is_bit_exact(tmp_path, images, labels, name):
     assert sum(t.numel() for k, t in tensors.items() if "gpa" not in k) == trainable
     reloaded = PeftModel.from_pretrained(make(), tmp_path).eval()
     assert type(reloaded.base_model) is type(model.base_model)
+    state = get_peft_model_state_dict(reloaded)
+    assert state.keys() == tensors.keys() and all(torch.equal(state[k], v) for k, v in tensors.items())
     assert reloaded.peft_config["default"].class_names == ["owl", "green fox"]
     assert torch.equal(reloaded(pixel_values=images).logits, expected)
 

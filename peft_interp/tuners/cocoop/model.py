@@ -57,11 +57,15 @@ class CoCoOpModel(CoOpModel):
             self._add_shared_modules(adapter_name, {"cocoop_meta_net": meta_net}, next(model.parameters()).device)
         super().inject_adapter(model, adapter_name, **kwargs)
 
+    def meta_net_bias(self, adapter_name: str, image_embeds: torch.Tensor) -> torch.Tensor:
+        """``pi(x)`` ``(B, D)`` of normalised image features ``(B, P)``."""
+        meta_net = self.cocoop_meta_net[adapter_name]
+        return meta_net(image_embeds.to(meta_net.linear1.weight.dtype))
+
     def _prompt_context(self, adapter_name: str, image_embeds: torch.Tensor) -> torch.Tensor:
         """``(B, C, M, D)``: the shared context plus the image's meta-net bias, the same for every class."""
         context = self.context_layer.context[adapter_name]  # (M, D)
-        bias = self.cocoop_meta_net[adapter_name](image_embeds.to(context.dtype))  # (B, D)
-        shifted = context[None] + bias[:, None]  # (B, M, D)
+        shifted = context[None] + self.meta_net_bias(adapter_name, image_embeds)[:, None]  # (B, M, D)
         return shifted[:, None].expand(-1, len(self.peft_config[adapter_name].class_names), -1, -1)
 
     def training_recipe(self) -> TrainingRecipe:

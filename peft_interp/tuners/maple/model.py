@@ -83,14 +83,28 @@ class DeepPromptTuner(CoOpModel):
         rest = self._split_context_init(config)[1] if config.context_init else ""
         return [config.num_context_tokens, f"{rest} {class_name}." if rest else f"{class_name}."]
 
+    def _decoding(self, adapter_name: str, context: torch.Tensor, token_ids: torch.Tensor):
+        """As the core's, with the fixed words of ``context_init`` between the context and the class name."""
+        decoding = super()._decoding(adapter_name, context, token_ids)
+        config = self.peft_config[adapter_name]
+        rest = self._split_context_init(config)[1] if config.context_init else ""
+        if rest:
+            decoding.prompt = f"{decoding.prompt[: -len(' {}.')]} {rest} {{}}."
+        return decoding
+
     # ----------------------------------------------------------------------------------------------- towers
     def encode_text(self, prompts: PromptBatch, context: torch.Tensor | None = None) -> torch.Tensor:
         """As the core's; learnt prompts (``context`` given) also get the deep text prompts."""
         if context is None:
             return super().encode_text(prompts, context)
         deep = self.deep_text_prompts(self.active_adapters[0])
-        with deep_text_prompts(self.model.text_model.encoder.layers, deep, prompts.soft_mask):
+        with deep_text_prompts(self.model.text_model.encoder.layers, deep, self._deep_prompt_mask(prompts)):
             return super().encode_text(prompts, context)
+
+    def _deep_prompt_mask(self, prompts: PromptBatch) -> torch.Tensor:
+        """``(R, T)`` positions whose hidden states the deep text prompts replace: the soft positions (``n`` per
+        row). A layout with more soft positions than the deep prompts (e.g. IPL's anchors) narrows it here."""
+        return prompts.soft_mask
 
     def encode_image(self, pixel_values: torch.Tensor, use_cache: bool = False) -> torch.Tensor:
         """Normalised image features ``(B, P)`` of the prompted image tower (frozen and unprompted when the adapter
@@ -147,7 +161,7 @@ class MaPLeModel(DeepPromptTuner):
         >>> model.base_model.vision_prompts("default").shape  # J x n x vision width, a function of the text prompts
         torch.Size([2, 2, 48])
         >>> model.base_model.decode_context().prompt  # "a photo" learnt, "of a" fixed
-        'a photo {}.'
+        'a photo of a {}.'
 
         ```
     """

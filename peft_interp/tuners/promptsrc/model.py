@@ -89,11 +89,12 @@ class PromptSRCModel(DeepPromptTuner):
         names = config.class_names
 
         def compute() -> torch.Tensor:
-            layouts = [[fill_template(template, name)] for template in templates for name in names]
-            prompts = self._build(adapter_name, layouts)
-            with torch.no_grad():
-                features = self.model.get_text_features(input_ids=prompts.input_ids).pooler_output
-            return F.normalize(features.view(len(templates), len(names), -1).mean(dim=0), dim=-1)
+            total = 0
+            for template in templates:  # one call of C prompts per template
+                prompts = self._build(adapter_name, [[fill_template(template, name)] for name in names])
+                with torch.no_grad():
+                    total = total + self.model.get_text_features(input_ids=prompts.input_ids).pooler_output
+            return F.normalize(total / len(templates), dim=-1)
 
         return self._cached(("teacher", tuple(names), templates), compute)
 
