@@ -52,7 +52,10 @@ class PromptSRCConfig(ClipPromptConfig):
 
     Defaults are the paper's base-to-novel setting: ``J_t = J_v = 9``, ``n_t = n_v = 4``, text context from
     ``"a photo of a"``, ``lambda_1 = 10``, ``lambda_2 = 25``, GPA ``mu = 15``, ``sigma = 1``.
-    Training in the paper: SGD, lr 0.0025, cosine, 1 warm-up epoch at 1e-5, batch 4, 20 epochs.
+    Training in the paper: SGD, lr 0.0025, cosine, 1 warm-up epoch at 1e-5, batch 4, 20 epochs. The official
+    configs of the other settings: few-shot, 50 epochs with GPA ``mu = 30, sigma = 30`` (``45, 5`` for Cars,
+    Flowers, Aircraft, DTD, EuroSAT); cross-dataset, depth 3 with ``mu = 6, sigma = 10``. GPA needs ``gpa_mean``
+    within reach of the run's epochs (set it when training for fewer epochs than the paper).
 
     Args:
         class_names, template, tokenizer_name_or_path: see
