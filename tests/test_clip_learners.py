@@ -199,6 +199,7 @@ def test_kgcoop_loss_is_ce_plus_lambda_times_the_distance_to_hand_crafted_featur
         else:  # 1 - (1 / C) sum_c cos(w_c, w_c^clip)
             kg = 1 - sum(learnt[c] @ hand_crafted[c] for c in range(3)) / 3
     assert kg > 1e-3  # the randomised context is away from the hand-crafted prompt
+    torch.testing.assert_close(out.logits, logits, rtol=1e-5, atol=1e-5)  # CoOp's prompts, 77 tokens by hand
     torch.testing.assert_close(out.loss_terms["knowledge"], kg, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(out.loss, ce + 8.0 * kg, rtol=1e-4, atol=1e-5)
     out.loss.backward()

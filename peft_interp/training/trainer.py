@@ -6,8 +6,8 @@ Everything method-specific comes from the tuner, not from branches here:
   (:class:`~peft_interp.tuners.recipe.TrainingRecipe`); :class:`TrainingArguments` override any of them;
 * ``tuner.optimizer_param_groups()`` — parameter groups with their own learning rates (IVPT has two);
 * ``tuner.on_train_step_begin(step)`` — discrete phases between optimiser steps (IPL's token selection);
-* ``tuner.on_epoch_end(epoch, num_epochs)`` — after each epoch's last step (PromptSRC's prompt aggregation);
 * the forward pass in training mode returns the method's whole loss (IVPT's equivariance pass included).
+* ``tuner.on_epoch_end(epoch, num_epochs)`` — after each epoch's last step (PromptSRC's prompt aggregation).
 
 Data order is a function of ``(seed, epoch)`` only and each step knows where it is in it, so a run resumed from a
 checkpoint (:mod:`.checkpoint`) continues with exactly the batches, random numbers and optimiser state the
