@@ -32,20 +32,22 @@ class DeepPromptTuner(CoOpModel):
     """
 
     def deep_text_prompts(self, adapter_name: str) -> torch.Tensor:
+        """``(J_t - 1, n, D)``: the text prompts of blocks ``1 .. J_t - 1`` (set by the subclass)."""
         raise NotImplementedError
 
     def vision_prompts(self, adapter_name: str) -> torch.Tensor:
+        """``(J_v, n_v, W)``: the vision prompts of the input and blocks ``1 .. J_v - 1`` (set by the subclass)."""
         raise NotImplementedError
 
     @staticmethod
     def check_depth(model: CLIPModel, text_depth: int, vision_depth: int, names: tuple[str, str]) -> None:
         """Refuse depths beyond the towers' block counts, naming the config fields."""
-        for name, depth, tower in zip(names, (text_depth, vision_depth), (model.config.text_config, model.config.vision_config)):
+        towers = (("text", text_depth, model.config.text_config), ("vision", vision_depth, model.config.vision_config))
+        for name, (tower_name, depth, tower) in zip(names, towers):
             if depth > tower.num_hidden_layers:
                 raise ValueError(
-                    f"`{name}`={depth} exceeds the {tower.num_hidden_layers} blocks of the CLIP "
-                    f"{'text' if tower is model.config.text_config else 'vision'} tower: set it to at most "
-                    f"{tower.num_hidden_layers}."
+                    f"`{name}`={depth} exceeds the {tower.num_hidden_layers} blocks of the CLIP {tower_name} tower: "
+                    f"set it to at most {tower.num_hidden_layers}."
                 )
 
     # ------------------------------------------------------------------------------------------ input prompt
@@ -54,7 +56,8 @@ class DeepPromptTuner(CoOpModel):
         key = (config.tokenizer_name_or_path, config.context_init, config.num_context_tokens)
         cache = self.__dict__.setdefault("_context_init_split", {})
         if key not in cache:
-            tokenizer = self.tokenizer()
+            adapter_name = next((name for name, other in self.peft_config.items() if other is config), None)
+            tokenizer = self.tokenizer(adapter_name)
             ids = tokenizer.encode(config.context_init, add_special_tokens=False)
             count = config.num_context_tokens
             if len(ids) < count:
