@@ -452,3 +452,29 @@ def test_learners_are_registered_with_their_papers_recipes(config_cls, tuner_cls
     got = model.base_model.training_recipe()
     assert (got.learning_rate, got.epochs, got.batch_size) == recipe
     assert (got.optimizer, got.scheduler, got.warmup_epochs, got.warmup_learning_rate) == ("sgd", "cosine", 1, 1e-5)
+
+
+def test_cocoop_faithfulness_keeps_the_meta_net_bias(images):
+    """The decoded prompt of CoCoOp is scored with its image-conditioned bias, as the model classifies."""
+    from peft_interp.metrics import decoded_prompt_faithfulness
+
+    model = cocoop(meta_net_reduction=4).eval()
+    tuner = model.base_model
+    with torch.no_grad():
+        bias = torch.randn(32, generator=torch.Generator().manual_seed(0))
+        tuner.cocoop_meta_net["default"].linear2.bias.copy_(bias)  # a pi(x) that changes the predictions here
+        labels = model(pixel_values=images).logits.argmax(dim=-1)
+        decoding = tuner.decode_context(candidate_ids=tuner.readable_vocabulary())
+        words = tuner.context_layer.weight[decoding.token_ids]
+        context = tuner.context_layer.context["default"]
+        saved = context.clone()
+        context.copy_(words)
+        decoded = (model(pixel_values=images).logits.argmax(dim=-1) == labels).float().mean().item()
+        context.copy_(saved)
+        unbiased = tuner._encode_classes("default", context.expand(3, -1, -1))  # CoOp's prompts, no pi(x)
+        image = tuner.encode_image(images)
+        assert not torch.equal((image @ unbiased.T).argmax(dim=-1), labels)  # the bias matters here
+    result = decoded_prompt_faithfulness(model, images, labels)
+    assert result.continuous_accuracy == 1.0
+    assert result.decoded_accuracy == decoded and result.decoded_prompt == decoding.prompt
+    assert torch.equal(tuner.context_layer.context["default"], saved)  # restored
