@@ -62,15 +62,16 @@ class PromptSRCModel(DeepPromptTuner):
         if isinstance(model, CLIPModel):  # the core raises a clear error otherwise
             names = ("text_prompt_depth", "vision_prompt_depth")
             self.check_depth(model, config.text_prompt_depth, config.vision_prompt_depth, names)
-            text_width = model.config.text_config.hidden_size
             prompts = IndependentPrompts(
-                config.num_context_tokens, text_width, config.text_prompt_depth,
+                config.num_context_tokens, model.config.text_config.hidden_size, config.text_prompt_depth,
                 config.num_vision_tokens, model.config.vision_config.hidden_size, config.vision_prompt_depth,
             )  # fmt: skip
-            num_values = config.num_context_tokens * text_width + prompts.deep_text.numel() + prompts.vision.numel()
-            modules = {"promptsrc_prompts": prompts, "promptsrc_gpa": GaussianPromptAggregation(num_values)}
-            self._add_shared_modules(adapter_name, modules, next(model.parameters()).device)
+            self._add_shared_modules(adapter_name, {"promptsrc_prompts": prompts}, next(model.parameters()).device)
         super().inject_adapter(model, adapter_name, **kwargs)
+        # the running GPA sum covers whatever prompt tensors the adapter has (sized once the context exists)
+        num_values = sum(tensor.numel() for tensor in self._prompt_tensors(adapter_name))
+        gpa = GaussianPromptAggregation(num_values)
+        self._add_shared_modules(adapter_name, {"promptsrc_gpa": gpa}, self.context_layer.weight.device)
 
     def deep_text_prompts(self, adapter_name: str) -> torch.Tensor:
         """``(J_t - 1, n_t, D)``."""
