@@ -363,7 +363,9 @@ def test_gaussian_prompt_aggregation_ends_at_the_weighted_sum_of_the_epochs_prom
     assert tuner.promptsrc_gpa["default"].epochs.item() == 3
 
 
-def test_trainer_runs_gaussian_prompt_aggregation_after_every_epoch(tmp_path, images, labels):
+@pytest.mark.parametrize("length, expected", [({"epochs": 2}, [(1, 2), (2, 2)]), ({"max_steps": 3}, [(1, 2), (2, 2)])])
+def test_trainer_runs_gaussian_prompt_aggregation_after_every_epoch(tmp_path, images, labels, length, expected):
+    """4 images, batch 2: an epoch is 2 steps; a run that stops mid-epoch (3 steps) still ends with the aggregation."""
     from peft_interp.training import InterpTrainer, TrainingArguments
 
     model = promptsrc(gpa_mean=1.0)
@@ -373,11 +375,13 @@ def test_trainer_runs_gaussian_prompt_aggregation_after_every_epoch(tmp_path, im
     tuner.on_epoch_end = lambda epoch, num_epochs: (calls.append((epoch, num_epochs)), original(epoch, num_epochs))
     rows = [{"pixel_values": image, "labels": label} for image, label in zip(images, labels)]
     collate = lambda batch: {key: torch.stack([row[key] for row in batch]) for key in batch[0]}  # noqa: E731
-    args = TrainingArguments(str(tmp_path), batch_size=2, epochs=2, save_steps=0)
+    args = TrainingArguments(str(tmp_path), batch_size=2, save_steps=0, **length)
     InterpTrainer(model, args, rows, collate, progress=False).train()
-    assert calls == [(1, 2), (2, 2)]
+    assert calls == expected
     saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
-    assert any("promptsrc_gpa" in key for key in saved)
+    running_sum = next(value for key, value in saved.items() if key.endswith("running_sum"))
+    context = next(value for key, value in saved.items() if key.endswith("context"))
+    assert torch.equal(running_sum[: context.numel()], context.flatten())  # the saved prompts are the GPA sum
 
 
 # ------------------------------------------------------------------------------ PEFT behaviour of every learner
