@@ -6,6 +6,8 @@
 
 from .registry import INTERP_TASK_TYPE, PeftModelForInterpretability, register_method
 from .tuners import (
+    CoCoOpConfig,
+    CoCoOpModel,
     CoOpConfig,
     CoOpModel,
     DualViewMIConfig,
@@ -16,6 +18,12 @@ from .tuners import (
     IPLModel,
     IVPTConfig,
     IVPTModel,
+    KgCoOpConfig,
+    KgCoOpModel,
+    MaPLeConfig,
+    MaPLeModel,
+    PromptSRCConfig,
+    PromptSRCModel,
     VPTDeepConfig,
     VPTDeepModel,
 )
@@ -23,6 +31,8 @@ from .tuners import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "CoCoOpConfig",
+    "CoCoOpModel",
     "CoOpConfig",
     "CoOpModel",
     "DualViewMIConfig",
@@ -34,7 +44,13 @@ __all__ = [
     "IVPTModel",
     "IntCoOpConfig",
     "IntCoOpModel",
+    "KgCoOpConfig",
+    "KgCoOpModel",
+    "MaPLeConfig",
+    "MaPLeModel",
     "PeftModelForInterpretability",
+    "PromptSRCConfig",
+    "PromptSRCModel",
     "VPTDeepConfig",
     "VPTDeepModel",
     "register_method",

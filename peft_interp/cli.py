@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("ivpt", "vpt_deep", "coop", "ipl", "intcoop", "dualview_mi")
+METHODS = ("ivpt", "vpt_deep", "coop", "cocoop", "kgcoop", "maple", "promptsrc", "ipl", "intcoop", "dualview_mi")
 SHIPPED_MODELS = {"conceptworld-dinov2": "dinov2", "conceptworld-clip": "clip"}
 
 
@@ -31,7 +31,8 @@ def method_config(method: str, class_names: list[str], settings: dict):
     import peft_interp as pi
 
     config_cls = {"ivpt": pi.IVPTConfig, "vpt_deep": pi.VPTDeepConfig, "coop": pi.CoOpConfig, "ipl": pi.IPLConfig,
-                  "intcoop": pi.IntCoOpConfig, "dualview_mi": pi.DualViewMIConfig}[method]  # fmt: skip
+                  "intcoop": pi.IntCoOpConfig, "dualview_mi": pi.DualViewMIConfig, "cocoop": pi.CoCoOpConfig,
+                  "kgcoop": pi.KgCoOpConfig, "maple": pi.MaPLeConfig, "promptsrc": pi.PromptSRCConfig}[method]  # fmt: skip
     fields = set(config_cls.__dataclass_fields__)
     unknown = sorted(set(settings) - fields)
     if unknown:

@@ -72,8 +72,12 @@ def decoded_prompt_faithfulness(
     image features are recomputed by the learnt modules, as they would be for a model whose context *is* the words.
     The decoded prompt reads ``"w_1 .. w_M [attribute] {}."``. ``adapter_name`` must then be the active adapter.
 
+    CoCoOp (``v_i + pi(x)``, built per image) runs its forward twice the same way: the meta-net bias ``pi(x)`` stays
+    continuous, the shared ``v_i`` are replaced by the words' embeddings.
+
     Any other layout (soft positions that are not the ``M`` context vectors) raises a ``ValueError``.
     """
+    from .tuners.cocoop.model import CoCoOpModel
     from .tuners.intcoop.model import IntCoOpModel
 
     tuner = getattr(model, "base_model", model)
@@ -86,10 +90,10 @@ def decoded_prompt_faithfulness(
     words = tuner.context_layer.weight[decoding.token_ids].to(context.dtype)
     labels = labels.to(context.device)
 
-    if isinstance(tuner, IntCoOpModel):
+    if isinstance(tuner, (IntCoOpModel, CoCoOpModel)):  # image-conditioned prompts, built by the forward
         if adapter_name != tuner.active_adapters[0]:
             raise ValueError(
-                f"IntCoOp prompts are built by the model's forward, which runs the active adapter "
+                f"{type(tuner).__name__} prompts are built by the model's forward, which runs the active adapter "
                 f"{tuner.active_adapters[0]!r}: call model.set_adapter({adapter_name!r}) first."
             )
         saved = context.detach().clone()
@@ -103,7 +107,7 @@ def decoded_prompt_faithfulness(
             continuous, decoded = accuracy(saved), accuracy(words)
         finally:
             context.copy_(saved)
-        prompt = " ".join(decoding.tokens) + " [attribute] {}."
+        prompt = decoding.prompt if isinstance(tuner, CoCoOpModel) else " ".join(decoding.tokens) + " [attribute] {}."
         return PromptFaithfulness(continuous, decoded, decoded / continuous if continuous else float("nan"), prompt)
 
     num_soft = int(tuner.prompts(adapter_name).soft_mask[0].sum())

@@ -53,6 +53,41 @@ METHODS: dict[str, dict[str, str]] = {
         "Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},\n  journal={IJCV},\n  year={2022}\n}",
         "task": "zero-shot-image-classification",
     },
+    "cocoop": {
+        "title": "CoCoOp (Conditional Context Optimization)",
+        "summary": "A CoOp context shifted per image by a small meta-net of the image feature; CLIP stays frozen.",
+        "citation": "@inproceedings{zhou2022cocoop,\n  title={Conditional Prompt Learning for Vision-Language Models},"
+        "\n  author={Zhou, Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},\n  booktitle={CVPR},\n  "
+        "year={2022}\n}",
+        "task": "zero-shot-image-classification",
+    },
+    "kgcoop": {
+        "title": "KgCoOp (Knowledge-guided Context Optimization)",
+        "summary": "A CoOp context trained to stay close to the hand-crafted prompts' class features; CLIP stays frozen.",
+        "citation": "@inproceedings{yao2023kgcoop,\n  title={Visual-Language Prompt Tuning with Knowledge-guided Context "
+        "Optimization},\n  author={Yao, Hantao and Zhang, Rui and Xu, Changsheng},\n  booktitle={CVPR},\n  "
+        "year={2023}\n}",
+        "task": "zero-shot-image-classification",
+    },
+    "maple": {
+        "title": "MaPLe (Multi-modal Prompt Learning)",
+        "summary": "Deep prompts in CLIP's text and image towers, the image prompts a learnt linear function of the "
+        "text prompts of the same depth; CLIP stays frozen.",
+        "citation": "@inproceedings{khattak2023maple,\n  title={MaPLe: Multi-modal Prompt Learning},\n  author="
+        "{Khattak, Muhammad Uzair and Rasheed, Hanoona and Maaz, Muhammad and Khan, Salman and Khan, Fahad "
+        "Shahbaz},\n  booktitle={CVPR},\n  year={2023}\n}",
+        "task": "zero-shot-image-classification",
+    },
+    "promptsrc": {
+        "title": "PromptSRC (Self-regulating Prompts)",
+        "summary": "Deep prompts in both CLIP towers kept close to the frozen model's features and logits, and "
+        "averaged over epochs with Gaussian weights; CLIP stays frozen.",
+        "citation": "@inproceedings{khattak2023promptsrc,\n  title={Self-regulating Prompts: Foundational Model "
+        "Adaptation without Forgetting},\n  author={Khattak, Muhammad Uzair and Wasim, Syed Talal and Naseer, "
+        "Muzammal and Khan, Salman and Yang, Ming-Hsuan and Khan, Fahad Shahbaz},\n  booktitle={ICCV},\n  "
+        "year={2023}\n}",
+        "task": "zero-shot-image-classification",
+    },
     "dualview_mi": {
         "title": "DualViewMI (dual-view mutual-information prompt tuning)",
         "summary": "A learnt CLIP context (the soft view) tied to hand-crafted prompts (the general view) by "

@@ -7,6 +7,7 @@ Everything method-specific comes from the tuner, not from branches here:
 * ``tuner.optimizer_param_groups()`` — parameter groups with their own learning rates (IVPT has two);
 * ``tuner.on_train_step_begin(step)`` — discrete phases between optimiser steps (IPL's token selection);
 * the forward pass in training mode returns the method's whole loss (IVPT's equivariance pass included).
+* ``tuner.on_epoch_end(epoch, num_epochs)`` — after each epoch's last step (PromptSRC's prompt aggregation).
 
 Data order is a function of ``(seed, epoch)`` only and each step knows where it is in it, so a run resumed from a
 checkpoint (:mod:`.checkpoint`) continues with exactly the batches, random numbers and optimiser state the
@@ -295,6 +296,9 @@ class InterpTrainer:
             optimizer.zero_grad(set_to_none=True)
 
             state.step = step + 1
+            if state.step % self.steps_per_epoch == 0 or state.step == state.total_steps:
+                self.tuner.on_epoch_end(math.ceil(state.step / self.steps_per_epoch),
+                                        math.ceil(state.total_steps / self.steps_per_epoch))  # fmt: skip
             window_losses.append(step_loss)
             progress.update(1)
             rate = images / (time.perf_counter() - start)

@@ -130,6 +130,10 @@ class InterpTuner(BaseTuner):
         """Called by the trainers before optimiser step ``step`` (0-based); methods with discrete phases (IPL's
         token selection) run them here."""
 
+    def on_epoch_end(self, epoch: int, num_epochs: int) -> None:
+        """Called by the trainers after the last optimiser step of epoch ``epoch`` (1-based) of ``num_epochs``;
+        methods that act per epoch (PromptSRC's Gaussian prompt aggregation) run them here."""
+
     def active_adapter_in_use(self) -> str | None:
         """The adapter the next forward runs with, or None when adapters are disabled."""
         for module in self.model.modules():
