@@ -46,6 +46,8 @@ def load_image_dataset(source: str, split: str, shots: int | None = None, seed: 
     * ``"conceptworld"``: the ConceptWorld ``split`` ("base_train", "novel_test", ...), generated offline;
       ``shots`` images per class (``seed`` picks them), ``image_size`` pixels;
     * ``"imagefolder:PATH"`` or an existing folder ``PATH``: the ``imagefolder`` builder (class = sub-folder name);
+    * ``"NAME:PATH"`` with ``NAME`` one of :data:`peft_interp.datasets.BENCHMARK_DATASETS` (``caltech101``, ``cub``,
+      ...): that dataset's loader on its folder ``PATH`` in the documented layout;
     * anything else: a dataset on the Hub (``load_dataset(source, split=split)``).
     Few-shot sampling of non-ConceptWorld data is :func:`few_shot`, applied by the caller.
     """
@@ -53,6 +55,13 @@ def load_image_dataset(source: str, split: str, shots: int | None = None, seed: 
         from ..data import load_conceptworld
 
         return load_conceptworld(split, shots=shots, seed=seed, image_size=image_size)
+    from ..datasets import BENCHMARK_DATASETS, load_benchmark_dataset
+
+    name, sep, root = source.partition(":")
+    if name in BENCHMARK_DATASETS:
+        if not sep or not root:
+            raise ValueError(f"--dataset {source!r}: give the dataset's folder, e.g. {name}:/data/{BENCHMARK_DATASETS[name].folder}")
+        return load_benchmark_dataset(name, root, split)
     folder = source.removeprefix("imagefolder:")
     if source.startswith("imagefolder:") or Path(folder).is_dir():
         if not Path(folder).is_dir():
