@@ -113,10 +113,16 @@ def train_command(args) -> Path:
     from peft import get_peft_model
 
     from .training import ImageCollator, InterpTrainer, TrainingArguments
+    from .training.augment import recipe_train_transform
 
     backbone = load_backbone(args.model)
     transform = image_transform(backbone, args.image_size)
     dataset, names, columns = load_split(args, args.split, args.shots, args.seed, transform.image_size)
+    eval_rows = None
+    if args.eval_steps:  # the validation split, same classes; CoOp's protocol: min(K, 4) shots per class
+        eval_shots = min(args.shots, 4) if args.shots and args.eval_shots is None else args.eval_shots
+        eval_set, _, _ = load_split(args, args.eval_split, eval_shots, args.seed, transform.image_size)
+        eval_rows = eval_set.select_columns(columns.names())
     settings = {**(args.method_settings or {}), **parse_settings(args.set)}
     if args.method in ("ivpt", "vpt_deep"):
         settings.setdefault("image_size", transform.image_size)
@@ -132,15 +138,39 @@ def train_command(args) -> Path:
         warmup_epochs=args.warmup_epochs, max_grad_norm=args.max_grad_norm, mixed_precision=args.mixed_precision,
         save_steps=args.save_steps, save_total_limit=args.save_total_limit, logging_steps=args.logging_steps,
         seed=args.seed, num_workers=args.num_workers, report_to=args.report_to,
-        resume_from_checkpoint=args.resume or False,
+        resume_from_checkpoint=args.resume or False, eval_steps=args.eval_steps,
     )  # fmt: skip
     training_rows = dataset.select_columns(columns.names())  # decode only what the model reads
-    trainer = InterpTrainer(model, training_args, training_rows, ImageCollator(transform, columns))
+    train_transform = transform
+    if args.augment:  # the method's recipe augmentation, for training only
+        train_transform = recipe_train_transform(args.method, transform.image_size, transform.mean, transform.std)
+    trainer = InterpTrainer(model, training_args, training_rows, ImageCollator(train_transform, columns),
+                            eval_dataset=eval_rows, eval_collate_fn=ImageCollator(transform, columns))  # fmt: skip
     output = trainer.train()
     if trainer.accelerator.is_main_process:
         print(f"trained {output.steps} steps in {output.seconds:.0f} s ({output.images_per_second:.1f} img/s), "
               f"last loss {output.loss:.4f}; adapter: {output.adapter_dir}")  # fmt: skip
+        if output.best_adapter_dir is not None:
+            print(f"best validation accuracy {output.best_metric:.4f}: {output.best_adapter_dir}")
+        if args.push_to_hub:
+            push_trained(trainer.accelerator.unwrap_model(trainer.model), output, args)
     return output.adapter_dir
+
+
+def push_trained(model, output, args) -> None:
+    """Upload the trained adapter (the best evaluated one when there is one) with its explanation and model card
+    through :func:`peft_interp.sharing.push_adapter`."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from .sharing import push_adapter
+
+    metrics = {}
+    if output.best_adapter_dir is not None:
+        set_peft_model_state_dict(model, load_file(output.best_adapter_dir / "adapter_model.safetensors"))
+        metrics["validation_accuracy"] = output.best_metric
+    commit = push_adapter(model, args.push_to_hub, private=args.hub_private, metrics=metrics, dataset=args.dataset)
+    print(f"pushed to https://huggingface.co/{args.push_to_hub} ({getattr(commit, 'oid', commit)})")
 
 
 def load_trained(adapter: str, model: str | None):
@@ -268,6 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--logging-steps", type=int, default=10)
     group.add_argument("--resume", nargs="?", const=True, default=None,
                        help="resume from the newest checkpoint in --output-dir, or from the given folder")  # fmt: skip
+    group = train.add_argument_group("evaluation during training, augmentation, sharing")
+    group.add_argument("--eval-steps", type=int, default=0,
+                       help="evaluate accuracy on --eval-split every N steps; the best adapter is kept in "
+                            "OUTPUT_DIR/best-adapter (0: never)")
+    group.add_argument("--eval-split", default="val", help="validation split for --eval-steps (default val)")
+    group.add_argument("--eval-shots", type=int, default=None,
+                       help="validation images per class (default: min(--shots, 4) as CoOp; all without --shots)")
+    group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                       help="the method's recipe augmentation on the training images (default on; --no-augment)")
+    group.add_argument("--push-to-hub", default=None, metavar="REPO_ID",
+                       help="upload the adapter (the best one with --eval-steps) with its explanation and model card")
+    group.add_argument("--hub-private", action="store_true", help="create the Hub repository as private")
 
     for name, help_text, default_split in (("evaluate", "accuracy, base/novel/HM and part metrics", "base_test"),
                                             ("explain", "PNG figures and an HTML page", "base_test")):  # fmt: skip

@@ -213,16 +213,37 @@ class ImageTransform:
         return pictures, torch.stack([self.normalize(picture) for picture in pictures])
 
 
+def crop_to_box(image: Image.Image, box, size: int) -> Image.Image:
+    """``image`` cropped to ``box`` ``(x, y, width, height)`` (pixels) and resized to ``size x size`` (bicubic): the
+    bounding-box frame of the part-consistency protocol."""
+    x, y, width, height = (float(value) for value in box)
+    return image.convert("RGB").crop((x, y, x + width, y + height)).resize((size, size), Image.BICUBIC)
+
+
 @dataclass
 class ImageCollator:
-    """A list of dataset rows -> model inputs."""
+    """A list of dataset rows -> model inputs.
+
+    ``transform`` is any PIL image -> ``(3, S, S)`` callable (:class:`ImageTransform`, or a training augmentation of
+    :mod:`.augment`). With ``box_column``, each image is first cropped to that column's ``(x, y, w, h)`` box and
+    resized to ``S x S`` (:func:`crop_to_box`; ``S`` = ``transform.image_size``).
+    """
 
     transform: ImageTransform
     columns: Columns = Columns()
+    box_column: str | None = None
+
+    def column_names(self) -> list[str]:
+        """The dataset columns this collator reads."""
+        return self.columns.names() + ([self.box_column] if self.box_column else [])
+
+    def image(self, row: dict) -> Image.Image:
+        image = open_image(row[self.columns.image])
+        return crop_to_box(image, row[self.box_column], self.transform.image_size) if self.box_column else image
 
     def __call__(self, rows: list[dict]) -> dict:
         batch = {
-            "pixel_values": torch.stack([self.transform(open_image(row[self.columns.image])) for row in rows]),
+            "pixel_values": torch.stack([self.transform(self.image(row)) for row in rows]),
             "labels": torch.tensor([int(row[self.columns.label]) for row in rows]),
         }
         if self.columns.attribute is not None:
