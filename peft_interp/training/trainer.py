@@ -344,7 +344,8 @@ class InterpTrainer:
         if args.report_to:
             accelerator.end_training()
         seconds = time.perf_counter() - start
-        last_loss = state.log_history[-1]["loss"] if state.log_history else float("nan")
+        losses = [record["loss"] for record in state.log_history if "loss" in record]  # (eval records have none)
+        last_loss = losses[-1] if losses else float("nan")
         best_dir = self.output_dir / BEST_ADAPTER if state.best_step is not None else None
         return TrainOutput(state.step, last_loss, seconds, images / max(seconds, 1e-9), adapter_dir, best_dir,
                            state.best_metric)  # fmt: skip
