@@ -5,6 +5,8 @@
         --shots 16 --output-dir runs/ivpt
     peft-interp evaluate --adapter runs/ivpt/adapter --dataset conceptworld --split base_test --parts
     peft-interp explain --adapter runs/ivpt/adapter --dataset conceptworld --split base_test --output-dir explain
+    peft-interp benchmark --method coop --protocol base_to_novel --datasets coop11 --data-root $DATA \\
+        --model openai/clip-vit-base-patch16 --output-dir bench/coop   # the papers' tables, resumable
 
 Every option can also come from a YAML or JSON file (--config run.yaml; keys are the option names, flags given on
 the command line win). Method settings (fields of the method's config, e.g. IVPTConfig) go in --set key=value, or
@@ -236,6 +238,31 @@ def explain_command(args) -> Path:
     return index
 
 
+def benchmark_command(args) -> dict:
+    """Run a method over a suite with a paper's protocol; prints the table (also in OUTPUT_DIR/table.md, .json)."""
+    from .benchmark import BenchmarkConfig, run_benchmark
+
+    default_datasets = {"cross_dataset": ["cross_dataset_targets"], "domain_generalization": ["imagenet_shifts"]}
+    training = {"max_steps": args.max_steps, "epochs": args.epochs, "batch_size": args.batch_size,
+                "learning_rate": args.learning_rate, "save_steps": args.save_steps,
+                "mixed_precision": args.mixed_precision}  # fmt: skip
+    try:
+        config = BenchmarkConfig(
+            method=args.method, protocol=args.protocol,
+            datasets=args.datasets or default_datasets.get(args.protocol, ["conceptworld"]),
+            output_dir=args.output_dir or f"benchmark-runs/{args.method}-{args.protocol}", data_root=args.data_root,
+            model=args.model, seeds=args.seeds, shots=args.shots, source=args.source, image_size=args.image_size,
+            max_test_per_class=args.max_test_per_class, augment=args.augment,
+            training={key: value for key, value in training.items() if value is not None},
+            method_settings=parse_settings(args.set), batch_size_eval=args.eval_batch_size,
+        )  # fmt: skip
+    except ValueError as error:
+        raise SystemExit(f"benchmark: {error}") from error
+    table = run_benchmark(config)
+    print((Path(config.output_dir) / "table.md").read_text())
+    return table
+
+
 def demo_command(args) -> None:
     from .demo import run_demo
 
@@ -311,6 +338,35 @@ def build_parser() -> argparse.ArgumentParser:
                        help="upload the adapter (the best one with --eval-steps) with its explanation and model card")
     group.add_argument("--hub-private", action="store_true", help="create the Hub repository as private")
 
+    from .benchmark import PROTOCOLS
+
+    bench = commands.add_parser("benchmark", help="a method over a suite of datasets with a paper's protocol, "
+                                "resumable; writes the paper-format table (Markdown and JSON)")  # fmt: skip
+    bench.add_argument("--method", choices=(*METHODS, "zero_shot"), required=True)
+    bench.add_argument("--protocol", choices=PROTOCOLS, required=True)
+    bench.add_argument("--datasets", nargs="+", default=None,
+                       help="dataset names (caltech101, cub, ...), suites (coop11, imagenet_shifts) or conceptworld; "
+                            "cross-dataset protocols: the targets (default: the paper's)")
+    bench.add_argument("--data-root", default=None, help="the folder holding the datasets in CoOp's layout ($DATA)")
+    bench.add_argument("--model", default=None, help="base model (default: the shipped ConceptWorld backbone)")
+    bench.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    bench.add_argument("--shots", type=int, nargs="+", default=None,
+                       help="images per class (default 16; few_shot: 1 2 4 8 16)")
+    bench.add_argument("--source", default="imagenet", help="training dataset of the cross-dataset protocols")
+    bench.add_argument("--image-size", type=int, default=None, help="input size (default: the model's)")
+    bench.add_argument("--max-test-per-class", type=int, default=None, help="evaluate on fewer test images (quick runs)")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method config field")
+    bench.add_argument("--output-dir", default=None, help="results, runs and tables (default benchmark-runs/METHOD-PROTOCOL)")
+    bench.add_argument("--max-steps", type=int, default=None)
+    bench.add_argument("--epochs", type=float, default=None)
+    bench.add_argument("--batch-size", type=int, default=None)
+    bench.add_argument("--learning-rate", type=float, default=None)
+    bench.add_argument("--save-steps", type=int, default=None, help="checkpoint every N steps inside a unit")
+    bench.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=None)
+    bench.add_argument("--eval-batch-size", type=int, default=64)
+    bench.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                       help="the method's recipe augmentation on the training images (default on)")
+
     for name, help_text, default_split in (("evaluate", "accuracy, base/novel/HM and part metrics", "base_test"),
                                             ("explain", "PNG figures and an HTML page", "base_test")):  # fmt: skip
         command = commands.add_parser(name, help=help_text)
@@ -365,7 +421,8 @@ def main(argv: list[str] | None = None) -> None:
         args.output_dir = args.output_dir or f"runs/{args.method}"
         args.method_settings = getattr(args, "method_settings", None)
     start = time.perf_counter()
-    {"train": train_command, "evaluate": evaluate_command, "explain": explain_command, "demo": demo_command}[
+    {"train": train_command, "evaluate": evaluate_command, "explain": explain_command, "demo": demo_command,
+     "benchmark": benchmark_command}[
         args.command
     ](args)
     if args.command == "demo":
