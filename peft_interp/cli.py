@@ -208,6 +208,11 @@ def evaluate_command(args) -> dict:
         from .data import PART_NAMES
 
         names = list(PART_NAMES) if args.dataset == "conceptworld" else None
+        if args.dataset.startswith("cub:"):  # EvalProtoPNet: box crops resized to the input size, keypoints mapped
+            from .datasets import BOX_COLUMN, cub_part_protocol
+
+            dataset = cub_part_protocol(dataset, transform.image_size)
+            collator = ImageCollator(transform, columns, box_column=BOX_COLUMN)
         results = evaluate_parts(model, dataset, collator, args.batch_size, part_names=names)
     else:
         results = evaluate_accuracy(model, dataset, collator, args.batch_size)
@@ -379,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--base-to-novel", action="store_true",
                                  help="evaluate on the base and the novel half of --split's classes; HM")
             command.add_argument("--parts", action="store_true", help="part consistency, stability and alignment "
-                                 "(needs keypoints, keypoints_visible and part_masks columns, e.g. ConceptWorld)")  # fmt: skip
+                                 "(needs keypoints and keypoints_visible columns, and part_masks for alignment: "
+                                 "ConceptWorld, or CUB with --dataset cub:FOLDER, scored on box crops)")  # fmt: skip
             command.add_argument("--output", default=None, help="also write the metrics to this JSON file")
         else:
             command.add_argument("--num-images", type=int, default=6)

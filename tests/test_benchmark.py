@@ -146,6 +146,15 @@ def test_parts_protocol_ivpt_on_cub(setup, tmp_path):
     assert 0 <= result["accuracy"] <= 1 and 0 <= result["consistency"] <= 100 and 0 <= result["stability"] <= 100
     assert "| dataset | accuracy | consistency | stability |" in (tmp_path / "table.md").read_text()
     assert table["datasets"]["cub"]["all"]["consistency"]["mean"] == pytest.approx(result["consistency"])
+    # `peft-interp evaluate --parts` on CUB scores the same box crops
+    from peft_interp.cli import main
+
+    adapter = tmp_path / "runs" / "parts" / "cub" / "16shot-seed1" / "adapter"
+    main(["evaluate", "--adapter", str(adapter), "--model", str(root / "dinov2"), "--dataset",
+          f"cub:{dataset_folder('cub', data)}", "--split", "test", "--parts", "--image-size", "32", "--batch-size", "16",
+          "--output", str(tmp_path / "parts.json")])  # fmt: skip
+    evaluated = json.loads((tmp_path / "parts.json").read_text())
+    assert evaluated["consistency"] == pytest.approx(result["consistency"])
 
 
 def test_protocol_checks(setup, tmp_path):
