@@ -23,10 +23,9 @@ import sys
 import time
 
 import torch
-
 from _measure import MMAP_ENV, added_peak_mib, interleaved_medians
 
-VIT_B = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+VIT_B = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
 CLIP_METHODS = ("coop", "ipl", "intcoop", "dualview_mi")
 
 
@@ -40,8 +39,9 @@ def dinov2_b14(image_size: int):
 def clip_b16():
     from transformers import CLIPConfig, CLIPModel
 
-    vision = dict(**VIT_B, patch_size=16, image_size=224)
-    text = dict(hidden_size=512, num_hidden_layers=12, num_attention_heads=8, intermediate_size=2048, vocab_size=49408)
+    vision = {**VIT_B, "patch_size": 16, "image_size": 224}
+    text = {"hidden_size": 512, "num_hidden_layers": 12, "num_attention_heads": 8, "intermediate_size": 2048,
+            "vocab_size": 49408}
     return CLIPModel(CLIPConfig(vision_config=vision, text_config=text, projection_dim=512))
 
 

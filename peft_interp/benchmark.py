@@ -223,8 +223,11 @@ def train_model(config: BenchmarkConfig, backbone, transform, train_set, templat
     train_transform = transform
     if config.augment:
         train_transform = recipe_train_transform(config.method, transform.image_size, transform.mean, transform.std)
-    args = TrainingArguments(output_dir=str(run_dir), seed=seed, resume_from_checkpoint=True,
-                             **{"report_to": None, **config.training})  # fmt: skip
+    training = {"report_to": None, **config.training}
+    recipe_batch = model.base_model.training_recipe().batch_size
+    if "batch_size" not in config.training and len(train_set) < recipe_batch:
+        training["batch_size"] = len(train_set)  # e.g. 1 shot x 10 classes < 32: one batch of all (as Dassl does)
+    args = TrainingArguments(output_dir=str(run_dir), seed=seed, resume_from_checkpoint=True, **training)
     rows = train_set.select_columns(["image", "label"])
     InterpTrainer(model, args, rows, ImageCollator(train_transform), progress=False).train()
     return model
@@ -261,7 +264,11 @@ def write_json(path: Path, value) -> None:
 def run_unit(config: BenchmarkConfig, dataset: str, seed: int, shots: int) -> dict:
     """Train and evaluate one (dataset, seed[, shots]) unit of ``base_to_novel``, ``few_shot`` or ``parts``."""
     from .training.data import ImageCollator
-    from .training.evaluation import evaluate_accuracy, evaluate_base_to_novel, evaluate_parts
+    from .training.evaluation import (
+        evaluate_accuracy,
+        evaluate_base_to_novel,
+        evaluate_parts,
+    )
 
     output = Path(config.output_dir)
     run_dir = output / "runs" / config.protocol / dataset / (f"{shots}shot-seed{seed}")
@@ -425,9 +432,10 @@ def cell(value: dict | None) -> str:
 def markdown_table(config: BenchmarkConfig, rows: dict, average: dict) -> str:
     titles = {name: DataSource(name, None, 0).title for name in rows}
     method = "zero-shot CLIP" if config.method == "zero_shot" else config.method
-    lines = [f"**{escape_markdown(method)}**, protocol `{config.protocol}`, seeds {config.seeds}, "
-             f"{'K = ' + str(config.shots) if config.protocol == 'few_shot' else str(config.shots[0]) + ' shots'}; "
-             "accuracy in %, mean ± std over seeds", ""]  # fmt: skip
+    shots = f"K = {config.shots}" if config.protocol == "few_shot" else f"{config.shots[0]} shots"
+    caption = (f"**{escape_markdown(method)}**, protocol `{config.protocol}`, seeds {config.seeds}, {shots}; "
+               "accuracy in %, mean ± std over seeds")  # fmt: skip
+    lines = [caption, ""]
     if config.protocol == "few_shot":
         header = ["dataset", *[f"{k}-shot" for k in config.shots]]
         body = [[titles[d], *[cell(rows[d].get(str(k) + "shot", {}).get("accuracy")) for k in config.shots]] for d in rows]
@@ -468,4 +476,4 @@ def write_tables(config: BenchmarkConfig) -> dict:
     return table
 
 
-__all__ = ["BenchmarkConfig", "DataSource", "PROTOCOLS", "run_benchmark", "summarise", "write_tables"]
+__all__ = ["PROTOCOLS", "BenchmarkConfig", "DataSource", "run_benchmark", "summarise", "write_tables"]

@@ -6,14 +6,18 @@ from unittest import mock
 
 import numpy as np
 import pytest
-import torch
 from peft import PeftModel
 
-import peft_interp.benchmark as benchmark
-from peft_interp.benchmark import BenchmarkConfig, DataSource, harmonic_mean, run_benchmark
+from peft_interp import benchmark
+from peft_interp.benchmark import (
+    BenchmarkConfig,
+    DataSource,
+    harmonic_mean,
+    run_benchmark,
+)
 from peft_interp.datasets import dataset_folder
 
-from .fake_datasets import SPLIT_FILE_LAYOUTS, write_cub, write_everything
+from .fake_datasets import SPLIT_FILE_LAYOUTS, write_everything
 from .test_training import tiny_dinov2
 from .tiny_models import make_clip
 
@@ -29,9 +33,9 @@ def setup(tmp_path_factory):
 
 def config(setup, tmp_path, **overrides):
     root, data = setup
-    values = dict(method="coop", protocol="base_to_novel", datasets=["oxford_pets", "ucf101"], output_dir=str(tmp_path),
-                  data_root=str(data), model=str(root / "clip"), seeds=[1, 2], training={"max_steps": 2, "batch_size": 2},
-                  batch_size_eval=16)  # fmt: skip
+    values = {"method": "coop", "protocol": "base_to_novel", "datasets": ["oxford_pets", "ucf101"],
+              "output_dir": str(tmp_path), "data_root": str(data), "model": str(root / "clip"), "seeds": [1, 2],
+              "training": {"max_steps": 2, "batch_size": 2}, "batch_size_eval": 16}
     return BenchmarkConfig(**{**values, **overrides})
 
 
@@ -121,7 +125,12 @@ def test_cross_dataset_scores_the_imagenet_prompt_on_each_target(setup, tmp_path
     # independent check: the trained adapter, pointed at ImageNet-A's 3 classes, scores the recorded accuracy
     from peft_interp.cli import load_backbone
     from peft_interp.datasets import load_benchmark_dataset
-    from peft_interp.training.data import ImageCollator, ImageTransform, CLIP_MEAN, CLIP_STD
+    from peft_interp.training.data import (
+        CLIP_MEAN,
+        CLIP_STD,
+        ImageCollator,
+        ImageTransform,
+    )
     from peft_interp.training.evaluation import evaluate_accuracy
 
     adapter = tmp_path / "runs" / "domain_generalization" / "imagenet" / "16shot-seed1" / "adapter"

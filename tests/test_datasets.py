@@ -5,7 +5,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from datasets import ClassLabel
 
 from peft_interp.datasets import (

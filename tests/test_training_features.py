@@ -11,9 +11,14 @@ from safetensors.torch import load_file
 
 from peft_interp import IVPTConfig, VPTDeepConfig
 from peft_interp.training import InterpTrainer, TrainingArguments
-from peft_interp.training.evaluation import evaluate_accuracy
 
-from .test_training import IMAGE_SIZE, assert_same_weights, stack, tensor_rows, tiny_dinov2
+from .test_training import (
+    IMAGE_SIZE,
+    assert_same_weights,
+    stack,
+    tensor_rows,
+    tiny_dinov2,
+)
 
 
 def make_trainer(output_dir, config_cls=VPTDeepConfig, **overrides):

@@ -20,7 +20,12 @@ from pathlib import Path
 from datasets import Dataset
 
 from .common import DatasetLayoutError
-from .coop import IMAGENET_VARIANTS, SPLIT_FILE_DATASETS, load_fgvc_aircraft, load_imagenet
+from .coop import (
+    IMAGENET_VARIANTS,
+    SPLIT_FILE_DATASETS,
+    load_fgvc_aircraft,
+    load_imagenet,
+)
 from .cub import BOX_COLUMN, cub_class_names, cub_part_protocol, load_cub
 from .templates import DEFAULT_TEMPLATE, TEMPLATES, dataset_template
 
