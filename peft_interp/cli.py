@@ -278,7 +278,9 @@ def demo_command(args) -> None:
 def _data_options(parser: argparse.ArgumentParser, split_help: str) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", default="conceptworld",
-                       help="'conceptworld' (built in, offline), 'imagefolder:PATH' / a folder, or a Hub dataset id")
+                       help="'conceptworld' (built in, offline), 'imagefolder:PATH' / a folder, NAME:FOLDER for a "
+                            "dataset in its documented layout (caltech101, oxford_pets, ..., imagenet_r, cub), or a Hub "
+                            "dataset id")
     group.add_argument("--split", default=split_help, help=f"dataset split (default {split_help})")
     group.add_argument("--image-column", default="image")
     group.add_argument("--label-column", default="label")
