@@ -29,27 +29,28 @@ VIT_B = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
 CLIP_METHODS = ("coop", "ipl", "intcoop", "dualview_mi")
 
 
-def dinov2_b14(image_size: int):
+def dinov2_b14(image_size: int, depth: int = 12):
     from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 
-    config = Dinov2WithRegistersConfig(**VIT_B, patch_size=14, image_size=image_size, num_register_tokens=4)
+    config = Dinov2WithRegistersConfig(**{**VIT_B, "num_hidden_layers": depth}, patch_size=14, image_size=image_size,
+                                       num_register_tokens=4)  # fmt: skip
     return Dinov2WithRegistersModel(config)
 
 
-def clip_b16():
+def clip_b16(depth: int = 12):
     from transformers import CLIPConfig, CLIPModel
 
-    vision = {**VIT_B, "patch_size": 16, "image_size": 224}
-    text = {"hidden_size": 512, "num_hidden_layers": 12, "num_attention_heads": 8, "intermediate_size": 2048,
+    vision = {**VIT_B, "num_hidden_layers": depth, "patch_size": 16, "image_size": 224}
+    text = {"hidden_size": 512, "num_hidden_layers": depth, "num_attention_heads": 8, "intermediate_size": 2048,
             "vocab_size": 49408}
     return CLIPModel(CLIPConfig(vision_config=vision, text_config=text, projection_dim=512))
 
 
-def method_config(method: str, class_names: list[str]):
+def method_config(method: str, class_names: list[str], depth: int = 12):
     import peft_interp as pi
 
-    if method == "intcoop":
-        return pi.IntCoOpConfig(class_names=class_names)
+    if method == "intcoop":  # visual prompts in the blocks after the first (9 of 12 by default)
+        return pi.IntCoOpConfig(class_names=class_names, **({} if depth == 12 else {"visual_prompt_depth": depth}))
     return {"coop": pi.CoOpConfig, "ipl": pi.IPLConfig, "dualview_mi": pi.DualViewMIConfig}[method](class_names=class_names)
 
 
@@ -65,7 +66,9 @@ def build_cases(args, device: torch.device, autocast) -> dict:
     images = torch.randn(args.batch_size, 3, size, size, device=device)
     labels = torch.randint(0, args.num_classes, (args.batch_size,), device=device)
     if "ivpt" in args.families:
-        ivpt = get_peft_model(dinov2_b14(size), IVPTConfig(num_classes=args.num_classes, image_size=size)).to(device)
+        shallow = {} if args.depth >= 4 else {"num_prototypes": [17, 5]}  # one prompted block in a --depth check
+        ivpt_config = IVPTConfig(num_classes=args.num_classes, image_size=size, **shallow)
+        ivpt = get_peft_model(dinov2_b14(size, args.depth), ivpt_config).to(device)
         cases[f"DINOv2-B/14 {size}px | backbone forward"] = inference(ivpt, images, autocast, disabled=True)
         cases[f"DINOv2-B/14 {size}px | IVPT inference"] = inference(ivpt, images, autocast)
         cases[f"DINOv2-B/14 {size}px | IVPT train step"] = train_step(ivpt, images, labels, autocast)
@@ -73,10 +76,10 @@ def build_cases(args, device: torch.device, autocast) -> dict:
         names = [f"class number {i}" for i in range(args.classes)]
         clip_images = torch.randn(args.batch_size, 3, 224, 224, device=device)
         clip_labels = torch.randint(0, args.classes, (args.batch_size,), device=device)
-        zero_shot = get_peft_model(clip_b16(), method_config("coop", names)).to(device)
+        zero_shot = get_peft_model(clip_b16(args.depth), method_config("coop", names, args.depth)).to(device)
         cases[f"CLIP ViT-B/16, {args.classes} classes | zero-shot CLIP"] = inference(zero_shot, clip_images, autocast, disabled=True)
         for method in CLIP_METHODS:
-            model = get_peft_model(clip_b16(), method_config(method, names)).to(device)
+            model = get_peft_model(clip_b16(args.depth), method_config(method, names, args.depth)).to(device)
             cases[f"CLIP ViT-B/16, {args.classes} classes | {method} inference"] = inference(model, clip_images, autocast)
             cases[f"CLIP ViT-B/16, {args.classes} classes | {method} train step"] = train_step(model, clip_images, clip_labels, autocast)
     return cases
@@ -137,6 +140,7 @@ def main() -> None:
                         help="auto: bf16 autocast on a GPU that supports it, fp32 on a CPU")
     parser.add_argument("--families", nargs="+", choices=("ivpt", "clip"), default=["ivpt", "clip"])
     parser.add_argument("--output", default=None, help="also write the results as JSON")
+    parser.add_argument("--depth", type=int, default=12, help="transformer blocks (fewer: a quick check that it runs)")
     args = parser.parse_args()
     args.batch_size = args.batch_size or (2 if args.reduced else 32)
     args.classes = args.classes or (10 if args.reduced else 100)
