@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 PROTOCOLS = ("base_to_novel", "few_shot", "cross_dataset", "domain_generalization", "parts")
-CLIP_METHODS = ("zero_shot", "coop", "ipl", "intcoop", "dualview_mi")
+CLIP_METHODS = ("zero_shot", "coop", "cocoop", "kgcoop", "maple", "promptsrc", "ipl", "intcoop", "dualview_mi")
 VISUAL_METHODS = ("ivpt", "vpt_deep")
 FEW_SHOTS = (1, 2, 4, 8, 16)
 FRACTIONS = ("accuracy", "base", "novel", "hm")  # metrics in [0, 1], shown in %; the part metrics already are

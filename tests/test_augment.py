@@ -74,7 +74,11 @@ def test_coop_transform_without_randomness_is_resize_and_flip():
 
 
 def test_recipe_transform_per_method():
-    assert isinstance(recipe_train_transform("ipl", 32), CoOpTrainTransform)
+    from peft_interp.cli import METHODS
+
+    for method in METHODS:  # every method of the CLI has one
+        expected = IVPTTrainTransform if method in ("ivpt", "vpt_deep") else CoOpTrainTransform
+        assert isinstance(recipe_train_transform(method, 32), expected)
     assert isinstance(recipe_train_transform("ivpt", 32), IVPTTrainTransform)
     with pytest.raises(ValueError, match="no training augmentation is defined for method 'linear'"):
         recipe_train_transform("linear", 32)

@@ -186,3 +186,19 @@ def test_underscores_in_class_names_are_read_as_spaces_like_reference_coop(image
         with model.disable_adapter():
             zero_shot = model(pixel_values=images).logits
     torch.testing.assert_close(zero_shot, clip.logit_scale.exp() * image @ zero_shot_text.T, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("config_name, overrides", [("CoCoOpConfig", {}), ("KgCoOpConfig", {}),
+                                                     ("MaPLeConfig", {"prompt_depth": 2}),
+                                                     ("PromptSRCConfig", {"text_prompt_depth": 2, "vision_prompt_depth": 2})])
+def test_every_learner_prompts_underscored_names_with_spaces(config_name, overrides):
+    import peft_interp
+
+    tokenizer = load_clip_tokenizer()
+    config = getattr(peft_interp, config_name)(class_names=UNDERSCORED, **overrides)
+    prompts = get_peft_model(make_clip(), config).base_model.prompts("default")
+    for row, name in enumerate(UNDERSCORED):
+        ids = prompts.input_ids[row, : int(prompts.eos_positions[row])].tolist()
+        spaced = tokenizer.encode(f"{name.replace('_', ' ')}.", add_special_tokens=False)
+        assert ids[-len(spaced):] == spaced  # the class words end the prompt, '_' read as a space
+        assert tokenizer.convert_tokens_to_ids("_</w>") not in ids and tokenizer.convert_tokens_to_ids("_") not in ids

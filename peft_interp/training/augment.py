@@ -1,6 +1,6 @@
 """Training-time data augmentation of each method's recipe, with torch ops (no torchvision).
 
-* CoOp family (CoOp, IPL, IntCoOp, DualViewMI): random resized crop (scale ``(0.08, 1)``, aspect ``(3/4, 4/3)``,
+* CoOp family (CoOp, CoCoOp, KgCoOp, MaPLe, PromptSRC, IPL, IntCoOp, DualViewMI): random resized crop (scale ``(0.08, 1)``, aspect ``(3/4, 4/3)``,
   bicubic) and a horizontal flip with probability 0.5, the ``random_resized_crop`` + ``random_flip`` transforms of
   the CoOp code base's configs (Dassl's defaults);
 * IVPT and VPT-deep: the official IVPT code's ``cub_original`` training transform (``make_train_transforms``):
@@ -24,7 +24,7 @@ from PIL import Image
 
 from .data import IMAGENET_MEAN, IMAGENET_STD
 
-COOP_FAMILY = ("coop", "ipl", "intcoop", "dualview_mi")
+COOP_FAMILY = ("coop", "cocoop", "kgcoop", "maple", "promptsrc", "ipl", "intcoop", "dualview_mi")
 VISUAL_FAMILY = ("ivpt", "vpt_deep")
 
 
