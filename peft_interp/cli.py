@@ -5,6 +5,8 @@
         --shots 16 --output-dir runs/ivpt
     peft-interp evaluate --adapter runs/ivpt/adapter --dataset conceptworld --split base_test --parts
     peft-interp explain --adapter runs/ivpt/adapter --dataset conceptworld --split base_test --output-dir explain
+    peft-interp benchmark --method coop --protocol base_to_novel --datasets coop11 --data-root $DATA \\
+        --model openai/clip-vit-base-patch16 --output-dir bench/coop   # the papers' tables, resumable
 
 Every option can also come from a YAML or JSON file (--config run.yaml; keys are the option names, flags given on
 the command line win). Method settings (fields of the method's config, e.g. IVPTConfig) go in --set key=value, or
@@ -113,10 +115,16 @@ def train_command(args) -> Path:
     from peft import get_peft_model
 
     from .training import ImageCollator, InterpTrainer, TrainingArguments
+    from .training.augment import recipe_train_transform
 
     backbone = load_backbone(args.model)
     transform = image_transform(backbone, args.image_size)
     dataset, names, columns = load_split(args, args.split, args.shots, args.seed, transform.image_size)
+    eval_rows = None
+    if args.eval_steps:  # the validation split, same classes; CoOp's protocol: min(K, 4) shots per class
+        eval_shots = min(args.shots, 4) if args.shots and args.eval_shots is None else args.eval_shots
+        eval_set, _, _ = load_split(args, args.eval_split, eval_shots, args.seed, transform.image_size)
+        eval_rows = eval_set.select_columns(columns.names())
     settings = {**(args.method_settings or {}), **parse_settings(args.set)}
     if args.method in ("ivpt", "vpt_deep"):
         settings.setdefault("image_size", transform.image_size)
@@ -132,15 +140,39 @@ def train_command(args) -> Path:
         warmup_epochs=args.warmup_epochs, max_grad_norm=args.max_grad_norm, mixed_precision=args.mixed_precision,
         save_steps=args.save_steps, save_total_limit=args.save_total_limit, logging_steps=args.logging_steps,
         seed=args.seed, num_workers=args.num_workers, report_to=args.report_to,
-        resume_from_checkpoint=args.resume or False,
+        resume_from_checkpoint=args.resume or False, eval_steps=args.eval_steps,
     )  # fmt: skip
     training_rows = dataset.select_columns(columns.names())  # decode only what the model reads
-    trainer = InterpTrainer(model, training_args, training_rows, ImageCollator(transform, columns))
+    train_transform = transform
+    if args.augment:  # the method's recipe augmentation, for training only
+        train_transform = recipe_train_transform(args.method, transform.image_size, transform.mean, transform.std)
+    trainer = InterpTrainer(model, training_args, training_rows, ImageCollator(train_transform, columns),
+                            eval_dataset=eval_rows, eval_collate_fn=ImageCollator(transform, columns))  # fmt: skip
     output = trainer.train()
     if trainer.accelerator.is_main_process:
         print(f"trained {output.steps} steps in {output.seconds:.0f} s ({output.images_per_second:.1f} img/s), "
               f"last loss {output.loss:.4f}; adapter: {output.adapter_dir}")  # fmt: skip
+        if output.best_adapter_dir is not None:
+            print(f"best validation accuracy {output.best_metric:.4f}: {output.best_adapter_dir}")
+        if args.push_to_hub:
+            push_trained(trainer.accelerator.unwrap_model(trainer.model), output, args)
     return output.adapter_dir
+
+
+def push_trained(model, output, args) -> None:
+    """Upload the trained adapter (the best evaluated one when there is one) with its explanation and model card
+    through :func:`peft_interp.sharing.push_adapter`."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from .sharing import push_adapter
+
+    metrics = {}
+    if output.best_adapter_dir is not None:
+        set_peft_model_state_dict(model, load_file(output.best_adapter_dir / "adapter_model.safetensors"))
+        metrics["validation_accuracy"] = output.best_metric
+    commit = push_adapter(model, args.push_to_hub, private=args.hub_private, metrics=metrics, dataset=args.dataset)
+    print(f"pushed to https://huggingface.co/{args.push_to_hub} ({getattr(commit, 'oid', commit)})")
 
 
 def load_trained(adapter: str, model: str | None):
@@ -176,6 +208,11 @@ def evaluate_command(args) -> dict:
         from .data import PART_NAMES
 
         names = list(PART_NAMES) if args.dataset == "conceptworld" else None
+        if args.dataset.startswith("cub:"):  # EvalProtoPNet: box crops resized to the input size, keypoints mapped
+            from .datasets import BOX_COLUMN, cub_part_protocol
+
+            dataset = cub_part_protocol(dataset, transform.image_size)
+            collator = ImageCollator(transform, columns, box_column=BOX_COLUMN)
         results = evaluate_parts(model, dataset, collator, args.batch_size, part_names=names)
     else:
         results = evaluate_accuracy(model, dataset, collator, args.batch_size)
@@ -206,6 +243,31 @@ def explain_command(args) -> Path:
     return index
 
 
+def benchmark_command(args) -> dict:
+    """Run a method over a suite with a paper's protocol; prints the table (also in OUTPUT_DIR/table.md, .json)."""
+    from .benchmark import BenchmarkConfig, run_benchmark
+
+    default_datasets = {"cross_dataset": ["cross_dataset_targets"], "domain_generalization": ["imagenet_shifts"]}
+    training = {"max_steps": args.max_steps, "epochs": args.epochs, "batch_size": args.batch_size,
+                "learning_rate": args.learning_rate, "save_steps": args.save_steps,
+                "mixed_precision": args.mixed_precision}  # fmt: skip
+    try:
+        config = BenchmarkConfig(
+            method=args.method, protocol=args.protocol,
+            datasets=args.datasets or default_datasets.get(args.protocol, ["conceptworld"]),
+            output_dir=args.output_dir or f"benchmark-runs/{args.method}-{args.protocol}", data_root=args.data_root,
+            model=args.model, seeds=args.seeds, shots=args.shots, source=args.source, image_size=args.image_size,
+            max_test_per_class=args.max_test_per_class, augment=args.augment,
+            training={key: value for key, value in training.items() if value is not None},
+            method_settings=parse_settings(args.set), batch_size_eval=args.eval_batch_size,
+        )  # fmt: skip
+    except ValueError as error:
+        raise SystemExit(f"benchmark: {error}") from error
+    table = run_benchmark(config)
+    print((Path(config.output_dir) / "table.md").read_text())
+    return table
+
+
 def demo_command(args) -> None:
     from .demo import run_demo
 
@@ -216,7 +278,9 @@ def demo_command(args) -> None:
 def _data_options(parser: argparse.ArgumentParser, split_help: str) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", default="conceptworld",
-                       help="'conceptworld' (built in, offline), 'imagefolder:PATH' / a folder, or a Hub dataset id")
+                       help="'conceptworld' (built in, offline), 'imagefolder:PATH' / a folder, NAME:FOLDER for a "
+                            "dataset in its documented layout (caltech101, oxford_pets, ..., imagenet_r, cub), or a Hub "
+                            "dataset id")
     group.add_argument("--split", default=split_help, help=f"dataset split (default {split_help})")
     group.add_argument("--image-column", default="image")
     group.add_argument("--label-column", default="label")
@@ -268,6 +332,47 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--logging-steps", type=int, default=10)
     group.add_argument("--resume", nargs="?", const=True, default=None,
                        help="resume from the newest checkpoint in --output-dir, or from the given folder")  # fmt: skip
+    group = train.add_argument_group("evaluation during training, augmentation, sharing")
+    group.add_argument("--eval-steps", type=int, default=0,
+                       help="evaluate accuracy on --eval-split every N steps; the best adapter is kept in "
+                            "OUTPUT_DIR/best-adapter (0: never)")
+    group.add_argument("--eval-split", default="val", help="validation split for --eval-steps (default val)")
+    group.add_argument("--eval-shots", type=int, default=None,
+                       help="validation images per class (default: min(--shots, 4) as CoOp; all without --shots)")
+    group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                       help="the method's recipe augmentation on the training images (default on; --no-augment)")
+    group.add_argument("--push-to-hub", default=None, metavar="REPO_ID",
+                       help="upload the adapter (the best one with --eval-steps) with its explanation and model card")
+    group.add_argument("--hub-private", action="store_true", help="create the Hub repository as private")
+
+    from .benchmark import PROTOCOLS
+
+    bench = commands.add_parser("benchmark", help="a method over a suite of datasets with a paper's protocol, "
+                                "resumable; writes the paper-format table (Markdown and JSON)")  # fmt: skip
+    bench.add_argument("--method", choices=(*METHODS, "zero_shot"), required=True)
+    bench.add_argument("--protocol", choices=PROTOCOLS, required=True)
+    bench.add_argument("--datasets", nargs="+", default=None,
+                       help="dataset names (caltech101, cub, ...), suites (coop11, imagenet_shifts) or conceptworld; "
+                            "cross-dataset protocols: the targets (default: the paper's)")
+    bench.add_argument("--data-root", default=None, help="the folder holding the datasets in CoOp's layout ($DATA)")
+    bench.add_argument("--model", default=None, help="base model (default: the shipped ConceptWorld backbone)")
+    bench.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    bench.add_argument("--shots", type=int, nargs="+", default=None,
+                       help="images per class (default 16; few_shot: 1 2 4 8 16)")
+    bench.add_argument("--source", default="imagenet", help="training dataset of the cross-dataset protocols")
+    bench.add_argument("--image-size", type=int, default=None, help="input size (default: the model's)")
+    bench.add_argument("--max-test-per-class", type=int, default=None, help="evaluate on fewer test images (quick runs)")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method config field")
+    bench.add_argument("--output-dir", default=None, help="results, runs and tables (default benchmark-runs/METHOD-PROTOCOL)")
+    bench.add_argument("--max-steps", type=int, default=None)
+    bench.add_argument("--epochs", type=float, default=None)
+    bench.add_argument("--batch-size", type=int, default=None)
+    bench.add_argument("--learning-rate", type=float, default=None)
+    bench.add_argument("--save-steps", type=int, default=None, help="checkpoint every N steps inside a unit")
+    bench.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=None)
+    bench.add_argument("--eval-batch-size", type=int, default=64)
+    bench.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                       help="the method's recipe augmentation on the training images (default on)")
 
     for name, help_text, default_split in (("evaluate", "accuracy, base/novel/HM and part metrics", "base_test"),
                                             ("explain", "PNG figures and an HTML page", "base_test")):  # fmt: skip
@@ -281,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--base-to-novel", action="store_true",
                                  help="evaluate on the base and the novel half of --split's classes; HM")
             command.add_argument("--parts", action="store_true", help="part consistency, stability and alignment "
-                                 "(needs keypoints, keypoints_visible and part_masks columns, e.g. ConceptWorld)")  # fmt: skip
+                                 "(needs keypoints and keypoints_visible columns, and part_masks for alignment: "
+                                 "ConceptWorld, or CUB with --dataset cub:FOLDER, scored on box crops)")  # fmt: skip
             command.add_argument("--output", default=None, help="also write the metrics to this JSON file")
         else:
             command.add_argument("--num-images", type=int, default=6)
@@ -323,7 +429,8 @@ def main(argv: list[str] | None = None) -> None:
         args.output_dir = args.output_dir or f"runs/{args.method}"
         args.method_settings = getattr(args, "method_settings", None)
     start = time.perf_counter()
-    {"train": train_command, "evaluate": evaluate_command, "explain": explain_command, "demo": demo_command}[
+    {"train": train_command, "evaluate": evaluate_command, "explain": explain_command, "demo": demo_command,
+     "benchmark": benchmark_command}[
         args.command
     ](args)
     if args.command == "demo":

@@ -152,3 +152,53 @@ def test_errors_name_the_problem():
         CoOpConfig(class_names=CLASSES, template="a photo")
     with pytest.raises(ValueError, match="tokenizer of 49408 tokens but the model's text tower has 99"):
         get_peft_model(make_backbone("clip"), CoOpConfig(class_names=CLASSES))
+
+
+UNDERSCORED = ["lawn_mower", "Apply_Eye_Makeup", "cat"]
+
+
+@pytest.mark.parametrize("config_cls", [CoOpConfig, IPLConfig, DualViewMIConfig])
+def test_underscores_in_class_names_are_read_as_spaces_like_reference_coop(images, config_cls):
+    """Reference CoOp prompts `"X X X X " + name.replace("_", " ") + "."` and zero-shot CLIP
+    `template.format(name.replace("_", " "))`: token ids and logits must match, for every method on the core."""
+    tokenizer = load_clip_tokenizer()
+    model = get_peft_model(make_clip(), config_cls(class_names=UNDERSCORED))
+    context = model.base_model.context_layer.context["default"]
+    with torch.no_grad():
+        context.normal_()
+    reference_ids = tokenizer([f"X X X X {name.replace('_', ' ')}." for name in UNDERSCORED], padding=True).input_ids
+    ours = model.base_model.prompts("default")
+    for row, ids in enumerate(reference_ids):
+        length = int(ours.eos_positions[row]) + 1
+        assert ours.input_ids[row, :length].tolist()[:1] + ours.input_ids[row, 5:length].tolist() == (
+            ids[:1] + ids[5:length]
+        )  # same tokens outside the 4 soft positions
+    assert tokenizer.encode("lawn_mower.") != tokenizer.encode("lawn mower.")  # the clean-up changes the prompt
+    clip = model.base_model.model
+    with torch.no_grad():
+        text = reference_text_features(clip, context, [name.replace("_", " ") for name in UNDERSCORED])
+        image = F.normalize(clip.get_image_features(pixel_values=images).pooler_output, dim=-1)
+        torch.testing.assert_close(model(pixel_values=images).logits, clip.logit_scale.exp() * image @ text.T,
+                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+        prompts = tokenizer([f"a photo of a {n.replace('_', ' ')}." for n in UNDERSCORED], padding="max_length",
+                            return_tensors="pt")  # fmt: skip
+        zero_shot_text = F.normalize(clip.get_text_features(input_ids=prompts.input_ids).pooler_output, dim=-1)
+        with model.disable_adapter():
+            zero_shot = model(pixel_values=images).logits
+    torch.testing.assert_close(zero_shot, clip.logit_scale.exp() * image @ zero_shot_text.T, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("config_name, overrides", [("CoCoOpConfig", {}), ("KgCoOpConfig", {}),
+                                                     ("MaPLeConfig", {"prompt_depth": 2}),
+                                                     ("PromptSRCConfig", {"text_prompt_depth": 2, "vision_prompt_depth": 2})])
+def test_every_learner_prompts_underscored_names_with_spaces(config_name, overrides):
+    import peft_interp
+
+    tokenizer = load_clip_tokenizer()
+    config = getattr(peft_interp, config_name)(class_names=UNDERSCORED, **overrides)
+    prompts = get_peft_model(make_clip(), config).base_model.prompts("default")
+    for row, name in enumerate(UNDERSCORED):
+        ids = prompts.input_ids[row, : int(prompts.eos_positions[row])].tolist()
+        spaced = tokenizer.encode(f"{name.replace('_', ' ')}.", add_special_tokens=False)
+        assert ids[-len(spaced):] == spaced  # the class words end the prompt, '_' read as a space
+        assert tokenizer.convert_tokens_to_ids("_</w>") not in ids and tokenizer.convert_tokens_to_ids("_") not in ids

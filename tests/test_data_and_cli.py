@@ -183,7 +183,7 @@ def test_accelerate_launch_two_processes_equals_one_process_with_twice_the_batch
     tiny_dinov2().save_pretrained(model_dir)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     common = ["--method", "vpt_deep", "--model", str(model_dir), "--dataset", f"imagefolder:{images}", "--split",
-              "train", "--max-steps", "3"]  # fmt: skip
+              "train", "--max-steps", "3", "--no-augment"]  # fmt: skip (random augmentation differs per process)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "peft_interp.cli"]  # fmt: skip
     subprocess.run([*launch, "train", *common, "--batch-size", "2", "--output-dir", str(tmp_path / "two")],

@@ -46,6 +46,8 @@ def load_image_dataset(source: str, split: str, shots: int | None = None, seed: 
     * ``"conceptworld"``: the ConceptWorld ``split`` ("base_train", "novel_test", ...), generated offline;
       ``shots`` images per class (``seed`` picks them), ``image_size`` pixels;
     * ``"imagefolder:PATH"`` or an existing folder ``PATH``: the ``imagefolder`` builder (class = sub-folder name);
+    * ``"NAME:PATH"`` with ``NAME`` one of :data:`peft_interp.datasets.BENCHMARK_DATASETS` (``caltech101``, ``cub``,
+      ...): that dataset's loader on its folder ``PATH`` in the documented layout;
     * anything else: a dataset on the Hub (``load_dataset(source, split=split)``).
     Few-shot sampling of non-ConceptWorld data is :func:`few_shot`, applied by the caller.
     """
@@ -53,6 +55,13 @@ def load_image_dataset(source: str, split: str, shots: int | None = None, seed: 
         from ..data import load_conceptworld
 
         return load_conceptworld(split, shots=shots, seed=seed, image_size=image_size)
+    from ..datasets import BENCHMARK_DATASETS, load_benchmark_dataset
+
+    name, sep, root = source.partition(":")
+    if name in BENCHMARK_DATASETS:
+        if not sep or not root:
+            raise ValueError(f"--dataset {source!r}: give the dataset's folder, e.g. {name}:/data/{BENCHMARK_DATASETS[name].folder}")
+        return load_benchmark_dataset(name, root, split)
     folder = source.removeprefix("imagefolder:")
     if source.startswith("imagefolder:") or Path(folder).is_dir():
         if not Path(folder).is_dir():
@@ -204,16 +213,37 @@ class ImageTransform:
         return pictures, torch.stack([self.normalize(picture) for picture in pictures])
 
 
+def crop_to_box(image: Image.Image, box, size: int) -> Image.Image:
+    """``image`` cropped to ``box`` ``(x, y, width, height)`` (pixels) and resized to ``size x size`` (bicubic): the
+    bounding-box frame of the part-consistency protocol."""
+    x, y, width, height = (float(value) for value in box)
+    return image.convert("RGB").crop((x, y, x + width, y + height)).resize((size, size), Image.BICUBIC)
+
+
 @dataclass
 class ImageCollator:
-    """A list of dataset rows -> model inputs."""
+    """A list of dataset rows -> model inputs.
+
+    ``transform`` is any PIL image -> ``(3, S, S)`` callable (:class:`ImageTransform`, or a training augmentation of
+    :mod:`.augment`). With ``box_column``, each image is first cropped to that column's ``(x, y, w, h)`` box and
+    resized to ``S x S`` (:func:`crop_to_box`; ``S`` = ``transform.image_size``).
+    """
 
     transform: ImageTransform
     columns: Columns = Columns()
+    box_column: str | None = None
+
+    def column_names(self) -> list[str]:
+        """The dataset columns this collator reads."""
+        return self.columns.names() + ([self.box_column] if self.box_column else [])
+
+    def image(self, row: dict) -> Image.Image:
+        image = open_image(row[self.columns.image])
+        return crop_to_box(image, row[self.box_column], self.transform.image_size) if self.box_column else image
 
     def __call__(self, rows: list[dict]) -> dict:
         batch = {
-            "pixel_values": torch.stack([self.transform(open_image(row[self.columns.image])) for row in rows]),
+            "pixel_values": torch.stack([self.transform(self.image(row)) for row in rows]),
             "labels": torch.tensor([int(row[self.columns.label]) for row in rows]),
         }
         if self.columns.attribute is not None:

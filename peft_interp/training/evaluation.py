@@ -31,7 +31,7 @@ def _batches(dataset, batch_size: int, desc: str):
 
 
 def _inputs(rows, collator: ImageCollator, device) -> dict:
-    rows = rows.select_columns(collator.columns.names())  # decode only what the model needs
+    rows = rows.select_columns(collator.column_names())  # decode only what the model needs
     return to_device(collator([rows[i] for i in range(len(rows))]), device)
 
 
@@ -83,7 +83,8 @@ def evaluate_parts(
     part_names: list[str] | None = None,
 ) -> dict:
     """Accuracy, part consistency and stability (EvalProtoPNet) and concept alignment of a visual method, from two
-    forward passes per batch (clean and noisy) of ``tuner.part_maps``.
+    forward passes per batch (clean and noisy) of ``tuner.part_maps``. Concept alignment is left out when the
+    dataset has no ``part_masks`` column (CUB has keypoints only).
 
     The keypoint frame is the model's input (``S x S``, keypoints in its pixels) and the box half-size is the
     protocol's 36 px at 224 scaled to ``S`` (:func:`~peft_interp.evaluation.scaled_box_half_size`).
@@ -94,10 +95,13 @@ def evaluate_parts(
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(noise_seed)
-    metrics = {name: load_metric(name) for name in ("accuracy", "part_consistency", "part_stability", "concept_alignment")}
+    has_masks = "part_masks" in dataset.column_names  # concept alignment needs part masks (ConceptWorld; not CUB)
+    names = ("accuracy", "part_consistency", "part_stability") + (("concept_alignment",) if has_masks else ())
+    metrics = {name: load_metric(name) for name in names}
     for rows in _batches(dataset, batch_size, "scoring parts"):
         batch = _inputs(rows, collator, device)
-        annotations = rows.select_columns(["keypoints", "keypoints_visible", "part_masks"]).with_format("torch")[:]
+        annotation_columns = ["keypoints", "keypoints_visible"] + (["part_masks"] if has_masks else [])
+        annotations = rows.select_columns(annotation_columns).with_format("torch")[:]
         keypoints, visible = annotations["keypoints"], annotations["keypoints_visible"].bool()
         frame = batch["pixel_values"].shape[-1]
         labels = batch["labels"].tolist()
@@ -112,8 +116,9 @@ def evaluate_parts(
         metrics["part_stability"].add_batch(
             part_vectors=clean_vectors, noisy_part_vectors=noisy_vectors, labels=labels
         )
-        mass = part_mass(clean.concept_maps.float().cpu(), annotations["part_masks"].long(), keypoints.shape[1])
-        metrics["concept_alignment"].add_batch(part_mass=mass.tolist())
+        if has_masks:
+            mass = part_mass(clean.concept_maps.float().cpu(), annotations["part_masks"].long(), keypoints.shape[1])
+            metrics["concept_alignment"].add_batch(part_mass=mass.tolist())
     results = {}
     for name, metric in metrics.items():
         results.update(metric.compute(part_names=part_names) if name == "concept_alignment" else metric.compute())

@@ -51,6 +51,7 @@ from .checkpoint import (
 from .data import to_device
 
 FINAL_ADAPTER = "adapter"
+BEST_ADAPTER = "best-adapter"  # the adapter of the best periodic evaluation (``eval_steps``)
 
 
 @dataclass
@@ -73,6 +74,9 @@ class TrainingArguments:
         report_to: Accelerate tracker (``"tensorboard"``, ``"wandb"``, ...); ``"auto"``: tensorboard when it is
             installed, else none; ``None`` for none. Logs go to ``output_dir``.
         resume_from_checkpoint: ``True`` for the newest checkpoint in ``output_dir``, or a checkpoint folder.
+        eval_steps: evaluate top-1 accuracy on the trainer's ``eval_dataset`` every that many optimiser steps and at
+            the end (0: never); the adapter with the best accuracy so far is kept in ``output_dir/best-adapter``.
+        eval_batch_size: images per evaluation forward pass.
     """
 
     output_dir: str
@@ -91,6 +95,8 @@ class TrainingArguments:
     num_workers: int = 0
     report_to: str | None = "auto"
     resume_from_checkpoint: bool | str = False
+    eval_steps: int = 0
+    eval_batch_size: int = 64
 
     def __post_init__(self) -> None:
         if self.report_to == "auto":
@@ -106,6 +112,8 @@ class TrainingArguments:
             raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
         if self.save_steps < 0:
             raise ValueError(f"save_steps must be >= 0, got {self.save_steps}")
+        if self.eval_steps < 0 or self.eval_batch_size < 1:
+            raise ValueError(f"eval_steps must be >= 0 and eval_batch_size >= 1, got {self.eval_steps}, {self.eval_batch_size}")
 
 
 @dataclass
@@ -119,6 +127,8 @@ class TrainerState:
     num_processes: int = 1
     seed: int = 0
     log_history: list[dict] = field(default_factory=list)
+    best_metric: float | None = None  # best evaluation accuracy so far (eval_steps)
+    best_step: int | None = None
 
 
 @dataclass
@@ -128,6 +138,8 @@ class TrainOutput:
     seconds: float
     images_per_second: float
     adapter_dir: Path
+    best_adapter_dir: Path | None = None  # with eval_steps: the adapter of the best evaluation
+    best_metric: float | None = None
 
 
 class InterpTrainer:
@@ -139,6 +151,7 @@ class InterpTrainer:
         train_dataset: indexable rows (a ``datasets.Dataset``).
         collate_fn: rows -> model inputs (e.g. :class:`~peft_interp.training.data.ImageCollator`).
         accelerator: reuse an ``Accelerator``; one is made from ``args`` otherwise.
+        eval_dataset, eval_collate_fn: the validation rows and their collator, evaluated every ``args.eval_steps``.
 
     Example (a tiny random DINOv2 and four random images; real runs use ``peft-interp train``):
 
@@ -168,7 +181,13 @@ class InterpTrainer:
         collate_fn: Callable[[list], dict],
         accelerator: Accelerator | None = None,
         progress: bool = True,
+        eval_dataset=None,
+        eval_collate_fn: Callable[[list], dict] | None = None,
     ) -> None:
+        if args.eval_steps and eval_dataset is None:
+            raise ValueError("eval_steps is set but no eval_dataset was given (a validation split to evaluate on)")
+        self.eval_dataset = eval_dataset
+        self.eval_collate_fn = eval_collate_fn or collate_fn
         self.args = args
         self.train_dataset = train_dataset
         self.collate_fn = collate_fn
@@ -310,6 +329,8 @@ class InterpTrainer:
                 if args.report_to:
                     accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.step)
                 window_losses = []
+            if args.eval_steps and (state.step % args.eval_steps == 0 or state.step == state.total_steps):
+                self.evaluate_and_keep_best(model, state)
             if args.save_steps and state.step % args.save_steps == 0 and state.step != state.total_steps:
                 self.save_checkpoint(state)
         progress.close()
@@ -323,8 +344,54 @@ class InterpTrainer:
         if args.report_to:
             accelerator.end_training()
         seconds = time.perf_counter() - start
-        last_loss = state.log_history[-1]["loss"] if state.log_history else float("nan")
-        return TrainOutput(state.step, last_loss, seconds, images / max(seconds, 1e-9), adapter_dir)
+        losses = [record["loss"] for record in state.log_history if "loss" in record]  # (eval records have none)
+        last_loss = losses[-1] if losses else float("nan")
+        best_dir = self.output_dir / BEST_ADAPTER if state.best_step is not None else None
+        return TrainOutput(state.step, last_loss, seconds, images / max(seconds, 1e-9), adapter_dir, best_dir,
+                           state.best_metric)  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, model=None) -> dict:
+        """``{"eval_accuracy": top-1 on eval_dataset}``, in eval mode, without touching the random state (so an
+        evaluated run draws the same numbers as one that is not, and resumes exactly)."""
+        model = self.accelerator.unwrap_model(model or self.model)
+        was_training = model.training
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        correct = total = 0
+        with torch.random.fork_rng(devices=devices):
+            model.eval()
+            size = self.args.eval_batch_size
+            for start in range(0, len(self.eval_dataset), size):
+                rows = [self.eval_dataset[i] for i in range(start, min(start + size, len(self.eval_dataset)))]
+                batch = to_device(self.eval_collate_fn(rows), self.accelerator.device)
+                labels = batch.pop("labels")
+                batch.pop("attributes", None)  # a training signal, not an input at test time
+                with self.accelerator.autocast():
+                    logits = model(**batch).logits
+                correct += int((logits.argmax(dim=-1) == labels).sum())
+                total += len(labels)
+        model.train(was_training)
+        return {"eval_accuracy": correct / max(total, 1)}
+
+    def evaluate_and_keep_best(self, model, state: TrainerState) -> dict:
+        """Evaluate (main process), log, and write the adapter to ``best-adapter`` when accuracy improves."""
+        accelerator = self.accelerator
+        metrics = {}
+        if accelerator.is_main_process:
+            metrics = self.evaluate(model)
+            accuracy = metrics["eval_accuracy"]
+            state.log_history.append({"step": state.step, **metrics})
+            if self.args.report_to:
+                accelerator.log(metrics, step=state.step)
+            if state.best_metric is None or accuracy > state.best_metric:
+                state.best_metric, state.best_step = accuracy, state.step
+                staging = self.output_dir / f".tmp-{BEST_ADAPTER}"
+                accelerator.unwrap_model(model).save_pretrained(staging)
+                (staging / "best_metric.json").write_text(json.dumps({"step": state.step, **metrics}, indent=2))
+                publish(staging, self.output_dir / BEST_ADAPTER)
+        accelerator.wait_for_everyone()
+        return metrics
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, state: TrainerState) -> Path:

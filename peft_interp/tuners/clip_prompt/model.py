@@ -34,7 +34,7 @@ from ..base import InterpTuner
 from ..layers import ContextEmbedding
 from ..recipe import COOP_RECIPE, TrainingRecipe
 from .config import ClipPromptConfig, validated_class_names
-from .prompts import PromptBatch, Segment, build_prompts, fill_template
+from .prompts import PromptBatch, Segment, build_prompts, fill_template, prompt_class_name
 from .vocabulary import readable_token_ids, token_words
 
 TOKEN_EMBEDDING = "text_model.embeddings.token_embedding"
@@ -110,7 +110,8 @@ class ClipPromptTuner(InterpTuner):
         return context
 
     def _prompt_layout(self, config: ClipPromptConfig, class_name: str) -> list[Segment]:
-        """Segments of one class's prompt (see :mod:`.prompts`); CoOp: ``[M, "<class>."]``."""
+        """Segments of one class's prompt (see :mod:`.prompts`); CoOp: ``[M, "<class>."]``. ``class_name`` is already
+        in prompt form (:func:`.prompts.prompt_class_name`: ``_`` read as a space)."""
         return [config.num_context_tokens, f"{class_name}."]
 
     def _prompt_context(self, adapter_name: str, image_embeds: torch.Tensor) -> torch.Tensor:
@@ -183,7 +184,7 @@ class ClipPromptTuner(InterpTuner):
     def prompts(self, adapter_name: str) -> PromptBatch:
         """Token ids and soft positions of the adapter's class prompts (built once per class list and layout)."""
         config = self.peft_config[adapter_name]
-        layouts = [self._prompt_layout(config, name) for name in config.class_names]
+        layouts = [self._prompt_layout(config, prompt_class_name(name)) for name in config.class_names]
         return self._cached(("prompts", adapter_name, repr(layouts)), lambda: self._build(adapter_name, layouts))
 
     def _build(self, adapter_name: str, layouts: list[list[Segment]]) -> PromptBatch:

@@ -68,5 +68,12 @@ def build_prompts(tokenizer, layouts: list[list[Segment]], max_length: int = 77)
     return PromptBatch(input_ids, soft_mask, eos_positions)
 
 
+def prompt_class_name(class_name: str) -> str:
+    """The words a class name contributes to a prompt: ``_`` read as a space, as the reference CoOp code does
+    (``name.replace("_", " ")``), so ``"lawn_mower"`` is prompted as ``"lawn mower"``."""
+    return " ".join(class_name.replace("_", " ").split())
+
+
 def fill_template(template: str, class_name: str) -> str:
-    return template.replace("{}", class_name)
+    """``template`` with its ``{}`` replaced by the prompt form of ``class_name`` (:func:`prompt_class_name`)."""
+    return template.replace("{}", prompt_class_name(class_name))

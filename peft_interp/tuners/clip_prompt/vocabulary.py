@@ -42,5 +42,6 @@ def token_words(tokenizer, token_ids: Iterable[int]) -> list[str]:
 
 
 def class_name_words(class_names: Iterable[str]) -> set[str]:
-    """Lower-case words of the class names (split on spaces and hyphens), to keep them out of readable prompts."""
-    return {word for name in class_names for word in name.lower().replace("-", " ").split()}
+    """Lower-case words of the class names (split on spaces, underscores and hyphens), to keep them out of readable
+    prompts."""
+    return {word for name in class_names for word in name.lower().replace("-", " ").replace("_", " ").split()}

@@ -27,6 +27,8 @@ from typing import Any, Optional, Protocol
 import torch
 import torch.nn.functional as F
 
+from ..clip_prompt.prompts import prompt_class_name
+
 DEFAULT_QUESTION = "Question: What is one adjective that describes the {} in this image? Answer:"
 ARTICLES = frozenset({"a", "an", "the"})
 
@@ -211,7 +213,8 @@ class ZeroShotAttributes:
     def text_features(self, class_name: str) -> torch.Tensor:
         """``(A, P)`` normalised features of the adjective prompts of one class (once per class)."""
         if class_name not in self._text:
-            prompts = [self.template.replace("{}", f"{adjective} {class_name}") for adjective in self.vocabulary]
+            name = prompt_class_name(class_name)
+            prompts = [self.template.replace("{}", f"{adjective} {name}") for adjective in self.vocabulary]
             ids = self.tokenizer(prompts, padding=True, return_tensors="pt").input_ids.to(self.clip.device)
             self._text[class_name] = F.normalize(self.clip.get_text_features(input_ids=ids).pooler_output, dim=-1)
         return self._text[class_name]
