@@ -288,7 +288,8 @@ def resume_hint(output_dir: Path) -> Path | None:
 ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "README.md"}  # what save_pretrained writes
 
 
-def claim_output_dir(output_dir: Path, resume: bool | str | Path, overwrite: bool, adapter_name: str = "adapter") -> str:
+def claim_output_dir(output_dir: Path, resume: bool | str | Path, overwrite: bool, adapter_name: str = "adapter",
+                     dry_run: bool = False) -> str | None:  # fmt: skip
     """Check ``output_dir`` before any training and make it this run's; returns the run id.
 
     * it must be (or become) a writable folder: a file or a read-only folder fails here, not at the first save;
@@ -298,7 +299,11 @@ def claim_output_dir(output_dir: Path, resume: bool | str | Path, overwrite: boo
       ``overwrite`` (then the files there are kept; checkpoints and ``adapter/`` of the same names are replaced);
     * ``resume=True`` continues the run that owns the folder; ``resume=FOLDER`` continues that checkpoint's run,
       refused when the folder belongs to another run unless ``overwrite``.
+
+    ``dry_run`` makes every check (creating the folder if needed) without taking it: the command line runs it
+    before loading any data, the trainer again before step 1.
     """
+    take = (lambda run_id=None: run_id) if dry_run else (lambda run_id=None: write_run_id(out, run_id))
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output_dir {out} is a file, not a folder: choose another --output-dir")
@@ -326,12 +331,12 @@ def claim_output_dir(output_dir: Path, resume: bool | str | Path, overwrite: boo
         if owner is not None and checkpoint_run != owner and not overwrite:
             raise FileExistsError(f"--resume {resume} belongs to another run than the one in output_dir {out}: pass "
                                   "--overwrite-output-dir to continue it there, or choose another --output-dir")  # fmt: skip
-        return write_run_id(out, checkpoint_run or owner)
+        return take(checkpoint_run or owner)
     if resume and owner is not None:
         return owner
     runs = {read_manifest(path).get("run_id") for path in list_checkpoints(out)}
     if resume and len(runs) == 1:  # checkpoints of one run, moved here without run.json: continue that run
-        return write_run_id(out, runs.pop())
+        return take(runs.pop())
     entries = sorted(path.name for path in out.iterdir())
     if entries and not overwrite:
         what = "another training run" if owner or list_checkpoints(out) or adapter.exists() else "files"
@@ -341,4 +346,4 @@ def claim_output_dir(output_dir: Path, resume: bool | str | Path, overwrite: boo
             f"{action}--overwrite-output-dir to start a new run there (other files are kept, checkpoints and "
             f"{adapter_name}/ of the same names are replaced), or choose another --output-dir"
         )
-    return write_run_id(out)
+    return take()
