@@ -238,7 +238,7 @@ def render_model_card(
 
 
 # Characters with a meaning in Markdown (CommonMark's backslash-escapable ASCII punctuation, less the harmless ones).
-_MARKDOWN_SPECIAL = "\\`*_{}[]()#+-!|~>"
+_MARKDOWN_SPECIAL = "\\`*_[]()#+-!|~>"
 
 
 def markdown_text(value) -> str:
