@@ -208,13 +208,18 @@ def write_run_id(output_dir: Path, run_id: str | None = None) -> str:
     return run_id
 
 
-def list_checkpoints(output_dir: Path, run_id: str | None = None) -> list[Path]:
-    """Complete checkpoints in ``output_dir`` (with a manifest), oldest first; only run ``run_id``'s when given."""
+def list_checkpoint_folders(output_dir: Path) -> list[Path]:
+    """Every ``checkpoint-{step}`` folder in ``output_dir``, complete or not, of any run, oldest first."""
     if not Path(output_dir).is_dir():
         return []
     found = [(int(m.group(1)), p) for p in Path(output_dir).iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))]
+    return [path for _, path in sorted(found)]
+
+
+def list_checkpoints(output_dir: Path, run_id: str | None = None) -> list[Path]:
+    """Complete checkpoints in ``output_dir`` (with a manifest), oldest first; only run ``run_id``'s when given."""
     complete = []
-    for _, path in sorted(found):
+    for path in list_checkpoint_folders(output_dir):
         manifest = read_manifest(path)
         if manifest is not None and (run_id is None or manifest.get("run_id") == run_id):
             complete.append(path)

@@ -47,9 +47,11 @@ from .checkpoint import (
     checkpoint_dir,
     claim_output_dir,
     latest_checkpoint,
+    list_checkpoint_folders,
     load_state,
     prune_checkpoints,
     publish,
+    read_manifest,
     rng_state,
     save_state,
     set_rng_state,
@@ -395,7 +397,12 @@ class InterpTrainer:
     def _resume(self, fresh: TrainerState) -> TrainerState:
         resume = self.args.resume_from_checkpoint
         folder = latest_checkpoint(self.output_dir, fresh.run_id) if resume is True else Path(resume)
-        if folder is None:  # nothing saved yet: start from scratch
+        if folder is None:  # nothing saved yet: start from scratch, unless checkpoints there cannot be verified
+            unverifiable = [path for path in list_checkpoint_folders(self.output_dir) if read_manifest(path) is None]
+            if unverifiable:
+                raise ValueError(f"checkpoint {unverifiable[-1]} has no valid {MANIFEST} (damaged, or written by an older "
+                                 "peft-interp): it cannot be resumed from safely; use --overwrite-output-dir without "
+                                 "--resume to start over")  # fmt: skip
             return fresh
         manifest = verify_checkpoint(folder)  # every file against its SHA-256, written last
         try:
