@@ -77,7 +77,8 @@ class TrainingArguments:
         learning_rate, warmup_epochs, max_grad_norm: override the recipe's.
         mixed_precision: ``"no"``, ``"bf16"`` or ``"fp16"`` (Accelerate's autocast; adapters stay fp32).
         save_steps: save a checkpoint every that many optimiser steps (0: only at the end).
-        save_total_limit: keep only the newest that many checkpoints (``None``: all).
+        save_total_limit: keep only the newest that many checkpoints of this run (``None``: all); checkpoints of
+            other runs and files this run did not write are never deleted.
         logging_steps: log the loss every that many steps.
         seed: seeds initialisation, data order and augmentation.
         num_workers: DataLoader worker processes.
