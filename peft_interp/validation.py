@@ -57,7 +57,7 @@ POSITIVE_CONFIG_FIELDS = ("gumbel_tau", "mi_temperature", "mixup_alpha", "learni
 
 def check_config_values(config) -> None:
     """Type and range checks of a peft-interp method config's own fields (not PEFT's): a field whose default is a
-    bool / int / float must hold one (an int where a float is expected is fine), floats must be finite, the
+    bool / int / float must hold one or None (an int where a float is expected is fine), floats must be finite, the
     :data:`POSITIVE_CONFIG_FIELDS` > 0 and ``*_weight`` fields >= 0. Raises naming the field as ```name```."""
     from peft.config import PeftConfig
 
@@ -66,6 +66,8 @@ def check_config_values(config) -> None:
         if spec.name in inherited or spec.default is None or not isinstance(spec.default, (bool, int, float)):
             continue
         value, label = getattr(config, spec.name), f"`{spec.name}`"
+        if value is None:  # Optional fields (e.g. presence_group_size); required ones are checked by the config
+            continue
         if isinstance(spec.default, bool):
             if not isinstance(value, bool):
                 raise TypeError(f"{label} must be true or false, got {value!r}")
@@ -101,7 +103,7 @@ def check_pixel_values(pixel_values, channels: int, size: int | tuple[int, int] 
             f"`pixel_values` must be a float tensor of normalised images, got dtype {pixel_values.dtype} (raw "
             "pixels?): convert them with the model's image processor or peft_interp.training.ImageTransform"
         )
-    expected = f"(B, {channels}, {size}, {size})" if isinstance(size, int) else f"(B, {channels}, H, W)"
+    expected = f"(B, C, {size}, {size}) with C={channels}" if isinstance(size, int) else f"(B, C, H, W) with C={channels}"
     if pixel_values.ndim != 4:
         raise ValueError(f"`pixel_values` must have shape {expected}, got {tuple(pixel_values.shape)}")
     if pixel_values.shape[1] != channels:

@@ -170,7 +170,7 @@ CASES_MODEL_INPUTS = [
     pytest.param(forward(torch.randn(2, 3, S, S).index_fill_(0, torch.tensor([1]), float("inf"))), ValueError,
                  r"`pixel_values` holds NaN or infinite values \(images \[1\]", id="pixels-inf"),
     pytest.param(forward(torch.randn(2, 1, S, S)), ValueError, r"`pixel_values` has 1 channels", id="pixels-channels"),
-    pytest.param(forward(torch.randn(2, 3, S + 7, S + 7)), ValueError, r"`pixel_values` must have shape \(B, 3, 28, 28\)",
+    pytest.param(forward(torch.randn(2, 3, S + 7, S + 7)), ValueError, r"`pixel_values` must have shape \(B, C, 28, 28\) with C=3",
                  id="pixels-size"),
     pytest.param(forward(torch.randn(3, S, S)), ValueError, r"`pixel_values` must have shape", id="pixels-3d"),
     pytest.param(forward(labels=torch.tensor([0, 3])), ValueError, r"`labels` must be class ids in \[0, 2\].*\[3\]",
