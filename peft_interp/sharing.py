@@ -346,6 +346,11 @@ def load_adapter(base_model, repo_or_path: str | Path, **kwargs):
     from peft import PeftModel
 
     hub_kwargs = {key: kwargs[key] for key in ("revision", "token") if key in kwargs}
+    config_file = _local_or_hub_file(repo_or_path, "adapter_config.json", **hub_kwargs)
+    try:
+        json.loads(config_file.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{config_file} is not valid JSON: {error}") from error
     check_weights_file(_local_or_hub_file(repo_or_path, WEIGHTS_FILE, **hub_kwargs))
     model = PeftModel.from_pretrained(base_model, str(repo_or_path), **kwargs)
     try:

@@ -79,6 +79,15 @@ def check_config_values(config) -> None:
             check_number(label, value, minimum=0)
 
 
+def check_hf_model(model, config) -> None:
+    """peft-interp tuners adapt Hugging Face models: refuse a module without a ``PretrainedConfig`` ``config``."""
+    from transformers import PretrainedConfig
+
+    if not isinstance(getattr(model, "config", None), PretrainedConfig):
+        raise TypeError(f"{type(config).__name__} adapts a Hugging Face vision model (a PreTrainedModel with a "
+                        f"`config`, e.g. Dinov2Model or CLIPModel); got a {type(model).__name__} without one")  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------- class names
 def check_class_names(names, field: str = "class_names") -> None:
     """Raise if two class names are the same once case and surrounding spaces are ignored: their prompts (CLIP

@@ -148,6 +148,9 @@ CASES_METHOD_CONFIG = [
                  r"`class_names`: class name 'dog'", id="visual-class-case-duplicate"),
     pytest.param(lambda ctx: VPTDeepConfig(num_classes=2, image_size=0), ValueError, r"`image_size` must be",
                  id="image-size-zero"),
+    pytest.param(lambda ctx: get_peft_model(torch.nn.Linear(2, 2), VPTDeepConfig(num_classes=2)), TypeError,
+                 r"VPTDeepConfig adapts a Hugging Face vision model .* got a Linear without one",
+                 id="module-without-hf-config"),
 ]
 
 
@@ -342,6 +345,8 @@ CASES_WEIGHTS = [
     pytest.param(sharing_route(flip_a_byte), ValueError, r"adapter_model\.safetensors: the weights' SHA-256",
                  id="bit-flip-sharing-load-adapter"),
     pytest.param(saved_as_pickle, ValueError, r"safe_serialization=False", id="save-pickle-refused"),
+    pytest.param(sharing_route(lambda f: (f / "adapter_config.json").write_text("{peft_type")), ValueError,
+                 r"adapter_config\.json is not valid JSON", id="malformed-config-sharing-load-adapter"),
 ]
 
 
@@ -703,6 +708,11 @@ def test_class6_leftovers_are_recovered_and_the_loss_log_spans_a_resume(ctx):
     shutil.copytree(ctx.run / "checkpoint-2", folder / ".old-checkpoint-2")  # killed between the renames
     trainer(folder, resume_from_checkpoint=True).train()
     assert not any(path.name.startswith((".old-", ".tmp-")) for path in folder.iterdir())
+    other = ctx.fresh("hidden")
+    other.mkdir()
+    (other / ".tmp-mine").write_text("a user's file")  # not a leftover of ours: kept
+    trainer(other, max_steps=2, overwrite_output_dir=True).train()
+    assert (other / ".tmp-mine").read_text() == "a user's file"
     resumed = json.loads((folder / "checkpoint-6" / "trainer_state.json").read_text())["log_history"]
     straight = json.loads((ctx.run / "checkpoint-6" / "trainer_state.json").read_text())["log_history"]
     assert [(r["step"], r["loss"]) for r in resumed] == [(r["step"], r["loss"]) for r in straight]

@@ -253,6 +253,8 @@ def recover_leftovers(output_dir: Path) -> list[str]:
     """
     output_dir, done = Path(output_dir), []
     for old in sorted(output_dir.glob(".old-*")):
+        if not _ours(old.name.removeprefix(".old-")):
+            continue
         final, staging = old.with_name(old.name.removeprefix(".old-")), old.with_name(".tmp-" + old.name.removeprefix(".old-"))
         if not final.exists() and staging.is_dir() and _complete(staging, final.name):
             os.replace(staging, final)
@@ -264,9 +266,16 @@ def recover_leftovers(output_dir: Path) -> list[str]:
             os.replace(old, final)
             done.append(f"restored {final.name} from {old.name}")
     for staging in sorted(output_dir.glob(".tmp-*")):
+        if not _ours(staging.name.removeprefix(".tmp-")):
+            continue
         shutil.rmtree(staging) if staging.is_dir() else staging.unlink()
         done.append(f"removed the unfinished {staging.name}")
     return done
+
+
+def _ours(name: str) -> bool:
+    """Whether ``.tmp-NAME`` / ``.old-NAME`` is a leftover of our saves (never touch anyone else's hidden files)."""
+    return bool(CHECKPOINT_PATTERN.match(name)) or name in ("adapter", RUN_FILE)
 
 
 def _complete(staging: Path, name: str) -> bool:
@@ -320,7 +329,8 @@ def claim_output_dir(output_dir: Path, resume: bool | str | Path, overwrite: boo
     except OSError as error:
         raise PermissionError(f"output_dir {out} is not writable ({error.strerror or error}): checkpoints and the "
                               "adapter are written there; choose another --output-dir") from error  # fmt: skip
-    recover_leftovers(out)
+    if not dry_run:  # (the command line's dry run happens on every process at once)
+        recover_leftovers(out)
     adapter = out / adapter_name
     if adapter.exists() and not adapter.is_dir():
         raise FileExistsError(f"{adapter} is a file: the final adapter folder is written there; move it elsewhere")
@@ -345,7 +355,8 @@ def claim_output_dir(output_dir: Path, resume: bool | str | Path, overwrite: boo
     entries = sorted(path.name for path in out.iterdir())
     if entries and not overwrite:
         what = "another training run" if owner or list_checkpoints(out) or adapter.exists() else "files"
-        action = "there is no run of this version to resume; " if resume else "pass --resume to continue it, "
+        action = ("there is no run of this version to resume; " if resume else
+                  "pass --resume to continue it, " if what != "files" else "pass ")  # fmt: skip
         raise FileExistsError(
             f"output_dir {out} is not empty, it holds {what} ({', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}): "
             f"{action}--overwrite-output-dir to start a new run there (other files are kept, checkpoints and "
