@@ -108,7 +108,7 @@ def check_image_size(backbone, image_size: int | None, method_or_config, batch_s
     vision = getattr(backbone.config, "vision_config", backbone.config)
     if image_size is None:
         return
-    clip_method = method_or_config in ("coop", "ipl", "intcoop", "dualview_mi") or (
+    clip_method = (isinstance(method_or_config, str) and method_or_config not in ("ivpt", "vpt_deep")) or (
         isinstance(method_or_config, dict) and "class_names" in method_or_config and "num_classes" not in method_or_config
     )
     if clip_method and image_size != vision.image_size:

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from safetensors import SafetensorError
 
+from ..tuners.base import InterpTuner
 from ..validation import check_number
 from ..weights import verify_weights_file
 from .checkpoint import (
@@ -443,6 +444,12 @@ class InterpTrainer:
             raise ValueError(f"Cannot resume from {folder}: it is at step {saved.step}, beyond this run's total of "
                              f"{fresh.total_steps} steps (--max-steps / --epochs)")  # fmt: skip
         per_epoch = fresh.steps_per_epoch
+        if type(self.tuner).on_epoch_end is not InterpTuner.on_epoch_end:
+            raise ValueError(
+                f"Cannot resume {folder} (a {saved.total_steps}-step run) as a {fresh.total_steps}-step run: "
+                f"{type(self.tuner).__name__} has an end-of-epoch step that depends on the number of epochs (e.g. "
+                "PromptSRC's prompt aggregation). Resume with the same steps, or start a new run."
+            )
         for step in range(saved.step):
             before = self.recipe.lr_factor(step, per_epoch, saved.total_steps)
             after = self.recipe.lr_factor(step, per_epoch, fresh.total_steps)
