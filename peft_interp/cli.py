@@ -12,6 +12,9 @@ Every option can also come from a YAML or JSON file (--config run.yaml; keys are
 the command line win). Method settings (fields of the method's config, e.g. IVPTConfig) go in --set key=value, or
 under `method_settings:` in the file: --set num_context_tokens=4 --set template="a photo of a {}."
 Run `peft-interp COMMAND --help` for the options of a command.
+
+Bad input stops before any work with one line naming the flag, field or file (exit status 2 for flags, 1 for the
+rest; --debug shows the traceback). Ctrl-C during training names the checkpoint to resume from (exit status 130).
 """
 
 from __future__ import annotations
@@ -53,7 +56,84 @@ def load_backbone(name: str):
         return load_default(SHIPPED_MODELS[name])
     from transformers import AutoModel
 
-    return AutoModel.from_pretrained(name)
+    check_model_name(name)
+    try:
+        return AutoModel.from_pretrained(name, use_safetensors=True)
+    except Exception as error:  # transformers / huggingface_hub raise many types
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        where = "the folder" if Path(name).expanduser().is_dir() else "the Hub"
+        raise ValueError(f"--model {name!r} is not one of the shipped models ({', '.join(SHIPPED_MODELS)}) and "
+                         f"could not be loaded from {where}: {first_line}") from error  # fmt: skip
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a base model name that is neither shipped, nor a usable folder, nor shaped like a Hub id."""
+    path = Path(name).expanduser()
+    shipped = ", ".join(SHIPPED_MODELS)
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"--model {name}: is a file; expected a model folder (with config.json) or one of {shipped}")
+        if not (path / "config.json").is_file():
+            raise ValueError(f"--model {name}: the folder has no config.json, so it is not a Hugging Face model folder")
+        if not any(path.glob("*.safetensors")) and not any(path.glob("*.safetensors.index.json")):
+            raise ValueError(f"--model {name}: the folder has no .safetensors weights (pickled .bin weights are never "
+                             "loaded)")  # fmt: skip
+    elif name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
+        raise FileNotFoundError(f"--model {name}: no such folder (shipped models: {shipped})")
+
+
+def check_adapter_folder(adapter: str) -> dict:
+    """The parsed ``adapter_config.json`` of ``--adapter``, after checking that it is a peft-interp adapter."""
+    from .registry import NAMESPACE
+
+    folder = Path(adapter)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--adapter {adapter}: no such folder")
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"--adapter {adapter}: {config_file.name} not found, so it is not a saved adapter")
+    try:
+        config = json.loads(config_file.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{config_file} is not valid JSON: {error}") from error
+    if not isinstance(config, dict) or not str(config.get("peft_type", "")).startswith(NAMESPACE):
+        found = config.get("peft_type") if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"{config_file}: peft_type {found!r} is not a peft-interp method ({', '.join(METHODS)})")
+    return config
+
+
+def check_image_size(backbone, image_size: int | None, method_or_config, batch_size: int | None, training: bool) -> None:
+    """``--image-size`` against the base model before any data is made: a multiple of the patch size for the
+    visual methods, the model's own size for the CLIP methods, and within an estimate of the free memory."""
+    from .validation import check_fits_in_memory
+
+    vision = getattr(backbone.config, "vision_config", backbone.config)
+    if image_size is None:
+        return
+    clip_method = (isinstance(method_or_config, str) and method_or_config not in ("ivpt", "vpt_deep")) or (
+        isinstance(method_or_config, dict) and "class_names" in method_or_config and "num_classes" not in method_or_config
+    )
+    if clip_method and image_size != vision.image_size:
+        raise ValueError(f"--image-size {image_size}: the CLIP methods use the image tower's own input size "
+                         f"{vision.image_size} (its position embeddings are fixed); omit --image-size")  # fmt: skip
+    if image_size % vision.patch_size:
+        raise ValueError(f"--image-size {image_size} is not a multiple of the model's patch size {vision.patch_size}, "
+                         f"e.g. {max(vision.patch_size, image_size - image_size % vision.patch_size)}")  # fmt: skip
+    check_fits_in_memory(vision, image_size, batch_size or 1, "--image-size", training=training)
+
+
+def check_classes_match(adapter_config: dict, names: list[str], adapter: str) -> None:
+    """An adapter scores the classes it was trained on: the dataset must have as many (and, when the adapter
+    names them, the same names), or the accuracy printed would be meaningless."""
+    saved = adapter_config.get("class_names")
+    count = adapter_config.get("num_classes") or (len(saved) if saved else None)
+    if count is not None and count != len(names):
+        raise ValueError(f"--adapter {adapter} scores {count} classes but the dataset has {len(names)} "
+                         f"({names[:5]}{'...' if len(names) > 5 else ''}): evaluate it on the classes it was trained on")  # fmt: skip
+    if saved and list(saved) != list(names):
+        differ = [(a, b) for a, b in zip(saved, names) if a != b]
+        raise ValueError(f"--adapter {adapter} was trained on classes named differently from the dataset's (adapter vs "
+                         f"dataset: {differ[:3]}); give --class-names in the adapter's order")  # fmt: skip
 
 
 def image_transform(model, image_size: int | None = None):
@@ -117,7 +197,11 @@ def train_command(args) -> Path:
     from .training import ImageCollator, InterpTrainer, TrainingArguments
     from .training.augment import recipe_train_transform
 
+    from .training.checkpoint import claim_output_dir
+
+    claim_output_dir(args.output_dir, args.resume or False, args.overwrite_output_dir, dry_run=True)
     backbone = load_backbone(args.model)
+    check_image_size(backbone, args.image_size, args.method, args.batch_size, training=True)
     transform = image_transform(backbone, args.image_size)
     dataset, names, columns = load_split(args, args.split, args.shots, args.seed, transform.image_size)
     eval_rows = None
@@ -141,6 +225,7 @@ def train_command(args) -> Path:
         save_steps=args.save_steps, save_total_limit=args.save_total_limit, logging_steps=args.logging_steps,
         seed=args.seed, num_workers=args.num_workers, report_to=args.report_to,
         resume_from_checkpoint=args.resume or False, eval_steps=args.eval_steps,
+        overwrite_output_dir=args.overwrite_output_dir,
     )  # fmt: skip
     training_rows = dataset.select_columns(columns.names())  # decode only what the model reads
     train_transform = transform
@@ -177,9 +262,10 @@ def push_trained(model, output, args) -> None:
 
 def load_trained(adapter: str, model: str | None):
     """(PeftModel, base model name) of a saved adapter on its base model."""
-    from peft import PeftConfig, PeftModel
+    from peft import PeftModel
 
-    name = model or PeftConfig.from_pretrained(adapter).base_model_name_or_path
+    config = check_adapter_folder(adapter)
+    name = model or config.get("base_model_name_or_path")
     if name is None:
         raise SystemExit(f"{adapter}: the adapter does not name its base model; give --model")
     return PeftModel.from_pretrained(load_backbone(name), adapter).eval(), name
@@ -194,12 +280,16 @@ def evaluate_command(args) -> dict:
     )
 
     model, _ = load_trained(args.adapter, args.model)
-    transform = image_transform(model.base_model.model, args.image_size)
+    transform = _checked_transform(model, args)
     dataset, names, columns = load_split(args, args.split, None, args.seed, transform.image_size)
+    adapter_config = json.loads((Path(args.adapter) / "adapter_config.json").read_text())
+    if not args.base_to_novel:
+        check_classes_match(adapter_config, names, args.adapter)
     collator = ImageCollator(transform, columns)
     if args.novel_split or args.base_to_novel:
         if args.base_to_novel:  # one split, its classes halved by the protocol
-            dataset, _, _ = load_split(args, args.split, None, args.seed, transform.image_size, classes="base")
+            dataset, base_names, _ = load_split(args, args.split, None, args.seed, transform.image_size, classes="base")
+            check_classes_match(adapter_config, base_names, args.adapter)
         novel_split = args.novel_split or args.split
         novel_classes = "novel" if args.base_to_novel else "all"
         novel, novel_names, _ = load_split(args, novel_split, None, args.seed, transform.image_size, novel_classes)
@@ -233,10 +323,21 @@ def explain_rows(model, rows, transform, output_dir, class_names: list[str], col
                               class_names=class_names, max_images=len(pictures), title=title)  # fmt: skip
 
 
+def _checked_transform(model, args):
+    """The image transform of a loaded adapter, after checking ``--image-size`` against the adapter's size."""
+    config = model.peft_config[model.active_adapter]
+    saved = getattr(config, "image_size", None)
+    if args.image_size is not None and saved is not None and args.image_size != saved:
+        raise ValueError(f"--image-size {args.image_size}: the adapter was built for {saved} px inputs; omit --image-size")
+    check_image_size(model.base_model.model, args.image_size, config.to_dict(), args.batch_size, training=False)
+    return image_transform(model.base_model.model, args.image_size or saved)
+
+
 def explain_command(args) -> Path:
     model, _ = load_trained(args.adapter, args.model)
-    transform = image_transform(model.base_model.model, args.image_size)
+    transform = _checked_transform(model, args)
     dataset, names, columns = load_split(args, args.split, None, args.seed, transform.image_size)
+    check_classes_match(json.loads((Path(args.adapter) / "adapter_config.json").read_text()), names, args.adapter)
     rows = dataset.select(range(min(args.num_images, len(dataset))))
     index = explain_rows(model, rows, transform, args.output_dir, names, columns, args.title)
     print(f"explanations: {index}")
@@ -291,12 +392,29 @@ def _data_options(parser: argparse.ArgumentParser, split_help: str) -> None:
     group.add_argument("--classes", choices=("all", "base", "novel"), default="all",
                        help="base / novel: only the first / second half of the label ids (base-to-novel protocol)")
     group.add_argument("--seed", type=int, default=0)  # fmt: skip
+    _debug_option(parser)
+
+
+def _debug_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error instead of one line")  # fmt: skip
+
+
+def _save_total_limit(value: str) -> int | None:
+    """``--save-total-limit``: an int, or ``none`` / ``all`` to keep every checkpoint."""
+    if value.strip().lower() in ("none", "all"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'none', got {value!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="peft-interp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="train, evaluate and explain IVPT and IPL against VPT-deep and CoOp on "
@@ -304,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output-dir", default="outputs/demo")
     demo.add_argument("--steps", type=int, default=None, help="optimiser steps per method (default: the demo's)")
     demo.add_argument("--seed", type=int, default=0)
+    _debug_option(demo)
 
     train = commands.add_parser("train", help="train an adapter on an image dataset")
     train.add_argument("--config", default=None, help="YAML/JSON file with any of these options")
@@ -328,7 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an Accelerate tracker (tensorboard, wandb, ...); default: tensorboard if installed")
     group = train.add_argument_group("checkpoints")
     group.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: at the end only)")
-    group.add_argument("--save-total-limit", type=int, default=2)
+    group.add_argument("--save-total-limit", type=_save_total_limit, default=2,
+                       help="keep the newest N checkpoints of this run ('none': all); others' are never deleted")
+    group.add_argument("--overwrite-output-dir", action="store_true",
+                       help="start a new run in a non-empty --output-dir (files there are kept; checkpoints and "
+                       "adapter/ of the same names are replaced)")
     group.add_argument("--logging-steps", type=int, default=10)
     group.add_argument("--resume", nargs="?", const=True, default=None,
                        help="resume from the newest checkpoint in --output-dir, or from the given folder")  # fmt: skip
@@ -402,37 +525,119 @@ def _apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> argp
     if getattr(args, "config", None):
         import yaml
 
-        values = yaml.safe_load(Path(args.config).read_text())
+        subparser = _subparser(parser, args.command)
+        try:
+            values = yaml.safe_load(Path(args.config).read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            subparser.error(f"--config {args.config}: cannot be read as YAML/JSON: {str(error).splitlines()[0]}")
         if not isinstance(values, dict):
-            raise SystemExit(f"--config {args.config}: expected a mapping of option names to values")
-        values = {key.replace("-", "_"): value for key, value in values.items()}
+            subparser.error(f"--config {args.config}: expected a mapping of option names to values")
+        values = {str(key).replace("-", "_"): value for key, value in values.items()}
         method_settings = values.pop("method_settings", values.pop("method_config", None))
-        known = set(vars(args))
+        if method_settings is not None and not isinstance(method_settings, dict):
+            subparser.error(f"--config {args.config}: method_settings must be a mapping of field names to values")
+        known = set(vars(args)) - {"command", "config", "debug"}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise SystemExit(f"--config {args.config}: unknown options {unknown}")
-        subparser = parser._subparsers._group_actions[0].choices[args.command]
+            subparser.error(f"--config {args.config}: unknown options {unknown}")
         subparser.set_defaults(**values)
         args = parser.parse_args(argv)
         args.method_settings = method_settings
     return args
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    return parser._subparsers._group_actions[0].choices[command]
+
+
+# Numeric options: (integer, minimum, minimum excluded, maximum); None values mean "the default / the recipe's".
+NUMBER_OPTIONS = {
+    "max_steps": (True, 1, False, None), "epochs": (False, 0, True, None), "batch_size": (True, 1, False, None),
+    "gradient_accumulation_steps": (True, 1, False, None), "learning_rate": (False, 0, True, None),
+    "warmup_epochs": (False, 0, False, None), "max_grad_norm": (False, 0, True, None),
+    "num_workers": (True, 0, False, None), "save_steps": (True, 0, False, None),
+    "save_total_limit": (True, 1, False, None), "logging_steps": (True, 1, False, None),
+    "shots": (True, 1, False, None), "image_size": (True, 1, False, None), "seed": (True, 0, False, 2**32 - 1),
+    "num_images": (True, 1, False, None), "steps": (True, 1, False, None),
+}  # fmt: skip
+
+
+def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every option's value (from the command line or --config) checked before any work; a bad one ends with
+    ``COMMAND: error: argument --flag: ...`` and exit status 2."""
+    from .validation import check_number
+
+    subparser = _subparser(parser, args.command)
+    for action in subparser._actions:
+        if not action.option_strings or action.dest not in vars(args):
+            continue
+        flag, value = max(action.option_strings, key=len), getattr(args, action.dest)
+        try:
+            if action.choices is not None and value is not None and value not in action.choices:
+                raise ValueError(f"expected one of {list(action.choices)}, got {value!r}")
+            if action.dest in NUMBER_OPTIONS and value is not None:
+                integer, minimum, exclusive, maximum = NUMBER_OPTIONS[action.dest]
+                check_number("value", value, integer=integer, minimum=minimum, exclusive_minimum=exclusive, maximum=maximum)
+            if action.dest in ("output_dir", "dataset", "split", "model", "adapter") and value is not None:
+                if not isinstance(value, str) or not value.strip():
+                    raise ValueError(f"expected a non-empty name, got {value!r}")
+        except (TypeError, ValueError) as error:
+            subparser.error(f"argument {flag}: {str(error).removeprefix('value ')}")
+    if getattr(args, "class_names", None) is not None:
+        from .validation import check_class_names
+
+        try:
+            check_class_names(args.class_names, "--class-names")
+        except ValueError as error:
+            subparser.error(f"argument {error}")
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if isinstance(error, (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)) \
+        else f"{type(error).__name__}: {text}"  # fmt: skip
+
+
+def _interrupted_message(args) -> str:
+    if args.command != "train":
+        return f"peft-interp {args.command}: interrupted"
+    from .training.checkpoint import resume_hint
+
+    checkpoint = resume_hint(Path(args.output_dir))
+    if checkpoint is None:
+        return (f"peft-interp train: interrupted before the first checkpoint in {args.output_dir}: nothing to resume "
+                "(--save-steps N saves every N steps)")  # fmt: skip
+    return (f"peft-interp train: interrupted; resume from {checkpoint} by running the same command with --resume "
+            f"(or --resume {checkpoint})")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = _apply_config_file(parser, sys.argv[1:] if argv is None else argv)
+    args.debug = getattr(args, "debug", False)
     if args.command == "train":
         if args.method is None:
-            parser.error("train: --method is required (on the command line or in --config)")
+            _subparser(parser, "train").error("--method is required (on the command line or in --config)")
         args.model = args.model or ("conceptworld-dinov2" if args.method in ("ivpt", "vpt_deep") else "conceptworld-clip")
         args.output_dir = args.output_dir or f"runs/{args.method}"
         args.method_settings = getattr(args, "method_settings", None)
+    validate_args(parser, args)
     start = time.perf_counter()
-    {"train": train_command, "evaluate": evaluate_command, "explain": explain_command, "demo": demo_command,
-     "benchmark": benchmark_command}[
-        args.command
-    ](args)
+    command = {"train": train_command, "evaluate": evaluate_command, "explain": explain_command, "demo": demo_command,
+               "benchmark": benchmark_command}
+    try:
+        command[args.command](args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(_interrupted_message(args), file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as error:  # one clear line; the traceback with --debug
+        if args.debug:
+            raise
+        print(f"peft-interp {args.command}: error: {_one_line(error)} (--debug shows the traceback)", file=sys.stderr)
+        raise SystemExit(1) from None
     if args.command == "demo":
         print(f"demo took {time.perf_counter() - start:.0f} s")
 

@@ -42,7 +42,8 @@ def _train(backbone, config, dataset, transform, output_dir: Path, steps: int, s
 
     torch.manual_seed(seed)
     model = get_peft_model(backbone, config)
-    args = TrainingArguments(str(output_dir), max_steps=steps, batch_size=BATCH_SIZE, seed=seed, logging_steps=25)
+    args = TrainingArguments(str(output_dir), max_steps=steps, batch_size=BATCH_SIZE, seed=seed, logging_steps=25,
+                             overwrite_output_dir=True)  # the demo re-runs into its own folders
     rows = dataset.select_columns(["image", "label"])  # decode only what the model reads
     result = InterpTrainer(model, args, rows, ImageCollator(transform)).train()
     return model.eval(), result.seconds

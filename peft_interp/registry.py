@@ -19,7 +19,10 @@ hidden states) and which exposes ``explain``.
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from peft import PeftModel
 from peft.auto import MODEL_TYPE_TO_PEFT_MODEL_MAPPING
@@ -71,13 +74,79 @@ class PeftModelForInterpretability(PeftModel):
     def forward(self, *args: Any, **kwargs: Any):
         # transformers.Trainer passes this hint for summed losses; our losses are batch means, so it is not needed.
         kwargs.pop("num_items_in_batch", None)
+        self._check_inputs(kwargs.get("pixel_values", args[0] if args else None), kwargs.get("labels"))
         with self._enable_peft_forward_hooks(*args, **kwargs):
             kwargs = {k: v for k, v in kwargs.items() if k not in self.special_peft_forward_args}
             return self.base_model(*args, **kwargs)
 
     def explain(self, *args: Any, **kwargs: Any):
         """The active adapter's explanation of its decisions (see the tuner's ``explain``)."""
+        self._check_inputs(kwargs.get("pixel_values", args[0] if args else None), None)
         return self.base_model.explain(*args, **kwargs)
+
+    def _check_inputs(self, pixel_values, labels) -> None:
+        """Our own checks of ``pixel_values`` / ``labels`` (:mod:`peft_interp.validation`) before the adapted
+        forward pass; with adapters disabled the base model gets them as they are."""
+        from .validation import check_labels, check_pixel_values
+
+        tuner = self.base_model
+        if tuner.active_adapter_in_use() is None:
+            return
+        config = self.peft_config[tuner.active_adapters[0]]
+        vision = getattr(tuner.model.config, "vision_config", tuner.model.config)
+        if pixel_values is not None:
+            layout = getattr(tuner, "layout", None)
+            size = config.resolved_image_size(layout) if hasattr(config, "resolved_image_size") and layout else vision.image_size
+            check_pixel_values(pixel_values, getattr(vision, "num_channels", 3), size)
+        if labels is not None:
+            num_classes = getattr(config, "num_classes", None) or len(config.class_names or [])
+            batch = len(pixel_values) if isinstance(pixel_values, torch.Tensor) else len(labels)
+            check_labels(labels, batch, num_classes)
+
+    # ----------------------------------------------------------------------------------- verified save / load
+    def save_pretrained(self, save_directory: str, safe_serialization: bool = True, selected_adapters=None, **kwargs):
+        """PEFT's ``save_pretrained`` (safetensors only), then the weights' hash, tensor list and ``peft_type``
+        are recorded in each weights file's header (:func:`peft_interp.weights.record_weights_metadata`)."""
+        from .weights import WEIGHTS_FILE, record_weights_metadata
+
+        if not safe_serialization:
+            raise ValueError("safe_serialization=False: peft-interp adapters are saved as safetensors only (a pickled "
+                             "adapter_model.bin could run code when loaded)")  # fmt: skip
+        super().save_pretrained(save_directory, safe_serialization=True, selected_adapters=selected_adapters, **kwargs)
+        if not kwargs.get("is_main_process", True):
+            return
+        for name in selected_adapters or list(self.peft_config):
+            folder = Path(save_directory) / (name if name != "default" else "")
+            record_weights_metadata(folder / WEIGHTS_FILE, self.peft_config[name].peft_type)
+
+    def load_adapter(self, model_id, adapter_name: str, is_trainable: bool = False, **kwargs: Any):
+        """PEFT's ``load_adapter`` after :func:`peft_interp.weights.verify_weights_file` and a check that the file
+        holds exactly this adapter's parameters (used by ``PeftModel.from_pretrained`` too)."""
+        from peft.config import PeftConfig
+        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+        from .weights import check_adapter_keys, verify_weights_file
+
+        hub_kwargs, _ = self._split_kwargs(dict(kwargs))
+        added = adapter_name not in self.peft_config
+        if added:  # PEFT's own steps for a new adapter, so that its parameters can be checked before loading
+            config_cls = PEFT_TYPE_TO_CONFIG_MAPPING[PeftConfig._get_peft_type(model_id, **hub_kwargs)]
+            config = config_cls.from_pretrained(model_id, **hub_kwargs)
+            self._check_new_adapter_config(config, is_trainable=is_trainable)
+            config.inference_mode = not is_trainable
+            self.add_adapter(adapter_name, config, low_cpu_mem_usage=kwargs.get("low_cpu_mem_usage", False),
+                             autocast_adapter_dtype=kwargs.get("autocast_adapter_dtype", True))  # fmt: skip
+            if is_trainable:
+                self.set_requires_grad(adapter_name)
+        try:
+            path = _weights_file(model_id, hub_kwargs)
+            saved = verify_weights_file(path, self.peft_config[adapter_name].peft_type)
+            check_adapter_keys(self, adapter_name, saved, path)
+        except Exception:
+            if added:
+                self.delete_adapter(adapter_name)
+            raise
+        return super().load_adapter(model_id, adapter_name, is_trainable=is_trainable, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs: Any):
         """Upload the adapter with its explanation and a model card (see :func:`peft_interp.sharing.push_adapter`);
@@ -85,6 +154,18 @@ class PeftModelForInterpretability(PeftModel):
         from .sharing import push_adapter
 
         return push_adapter(self, repo_id, **kwargs)
+
+
+def _weights_file(model_id, hub_kwargs: dict):
+    """The local path of an adapter's weights file (downloaded from the Hub when ``model_id`` is no folder)."""
+    from .weights import WEIGHTS_FILE, weights_path
+
+    folder = Path(model_id) / (hub_kwargs.get("subfolder") or "")
+    if folder.is_dir() or Path(model_id).exists():
+        return weights_path(folder)
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(str(model_id), WEIGHTS_FILE, **hub_kwargs))
 
 
 MODEL_TYPE_TO_PEFT_MODEL_MAPPING[INTERP_TASK_TYPE] = PeftModelForInterpretability

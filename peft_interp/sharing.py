@@ -15,14 +15,15 @@ file before PEFT reads it and returns the model with its explanation attached.
 
 from __future__ import annotations
 
+import html
 import json
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, hf_hub_download
-from safetensors import SafetensorError, safe_open
 
 EXPLANATION_FILE = "explanation.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -194,8 +195,8 @@ def render_model_card(
     method = explanation["method"]
     info = METHODS[method]
     base_path = config.base_model_name_or_path
-    # Only a Hub id goes into the metadata (the Hub validates it); a local folder is named in the text only.
-    base_model = base_path if base_path and not Path(base_path).expanduser().exists() else None
+    # Only a valid Hub id goes into the metadata and the link; a local folder or anything else is named in the text.
+    base_model = base_path if base_path and not Path(base_path).expanduser().exists() and _is_repo_id(base_path) else None
     metrics = explanation.get("metrics", {})
     eval_results = [
         EvalResult(
@@ -222,28 +223,56 @@ def render_model_card(
     return ModelCard.from_template(
         card_data,
         template_path=str(CARD_TEMPLATE),
-        title=repo_id,
+        title=markdown_text(repo_id),
         method_title=info["title"],
         method_summary=info["summary"],
-        base_model=base_model or base_path or "a custom base model",
-        base_model_link=f"https://huggingface.co/{base_model}" if base_model else "#usage",
-        repo_id=repo_id,
+        base_model=markdown_text(base_model or base_path or "a custom base model"),
+        base_model_link=f"https://huggingface.co/{quote(base_model, safe='/')}" if base_model else "#usage",
+        repo_id_literal=python_literal(repo_id),
         explanation_markdown=_explanation_markdown(explanation),
         usage=usage_snippet(config, repo_id),
-        metrics_markdown="\n".join(f"- **{k}**: {v:.4g}" for k, v in metrics.items()) or "No metrics recorded.",
+        metrics_markdown="\n".join(f"- **{markdown_text(k)}**: {v:.4g}" for k, v in metrics.items()) or "No metrics recorded.",
         training_markdown=training_notes or "See `adapter_config.json` for every hyper-parameter.",
         citation=info["citation"],
     )
 
 
+# Characters with a meaning in Markdown (CommonMark's backslash-escapable ASCII punctuation, less the harmless ones).
+_MARKDOWN_SPECIAL = "\\`*_[]()#+-!|~>"
+
+
+def markdown_text(value) -> str:
+    """``value`` as inert Markdown text: HTML escaped (``<script>`` shows as text), Markdown punctuation
+    backslash-escaped, line breaks folded into spaces."""
+    text = html.escape(" ".join(str(value).split()), quote=True)
+    return "".join(f"\\{char}" if char in _MARKDOWN_SPECIAL else char for char in text)
+
+
+def python_literal(value: str) -> str:
+    """``value`` as a Python string literal that stays one literal whatever it holds (``json.dumps`` escapes
+    quotes, backslashes and control characters; backticks are escaped too, so no code fence can close)."""
+    return json.dumps(str(value)).replace("`", "\\u0060")
+
+
+def _is_repo_id(name: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
 def _explanation_markdown(explanation: dict) -> str:
     lines = []
     if explanation.get("readable_prompt"):
-        lines.append(f"Readable prompt: **`{explanation['readable_prompt']}`** (`{{}}` is the class name).")
+        lines.append(f"Readable prompt: **{markdown_text(explanation['readable_prompt'])}** (`{{}}` is the class name).")
     if explanation.get("concepts"):
-        lines.append(f"Concepts ({len(explanation['concepts'])}): " + ", ".join(explanation["concepts"]) + ".")
+        concepts = [markdown_text(concept) for concept in explanation["concepts"]]
+        lines.append(f"Concepts ({len(concepts)}): " + ", ".join(concepts) + ".")
     if explanation.get("class_names"):
-        names = explanation["class_names"]
+        names = [markdown_text(name) for name in explanation["class_names"]]
         shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
         lines.append(f"Classes: {shown}.")
     for example in explanation.get("examples", []):
@@ -265,8 +294,8 @@ def usage_snippet(config, repo_id: str) -> str:
             "import peft_interp  # registers the method with PEFT",
             "from peft_interp.sharing import load_adapter",
             "",
-            f'base = {model_class}.from_pretrained("{base}")',
-            f'model = load_adapter(base, "{repo_id}").eval()',
+            f"base = {model_class}.from_pretrained({python_literal(base)})",
+            f"model = load_adapter(base, {python_literal(repo_id)}).eval()",
             "explanation = model.explanation  # the contents of explanation.json",
         ]
     )
@@ -304,13 +333,11 @@ def load_explanation(repo_or_path: str | Path, **hub_kwargs) -> dict:
 
 
 def check_weights_file(path: str | Path) -> None:
-    """Raise a clear ``ValueError`` if ``path`` is not a complete safetensors file."""
-    try:
-        with safe_open(str(path), framework="pt") as weights:
-            for name in weights.keys():
-                weights.get_slice(name)[:]  # reads every tensor's bytes: catches truncated files
-    except (SafetensorError, OSError, RuntimeError) as error:
-        raise ValueError(f"{path} is not a valid safetensors file (corrupted or truncated?): {error}") from error
+    """Raise a clear ``ValueError`` if ``path`` is not a complete safetensors file, does not match the hash and
+    tensor list recorded when it was saved, or holds non-finite values (:func:`peft_interp.weights.verify_weights_file`)."""
+    from .weights import verify_weights_file
+
+    verify_weights_file(path)
 
 
 def load_adapter(base_model, repo_or_path: str | Path, **kwargs):
@@ -319,6 +346,11 @@ def load_adapter(base_model, repo_or_path: str | Path, **kwargs):
     from peft import PeftModel
 
     hub_kwargs = {key: kwargs[key] for key in ("revision", "token") if key in kwargs}
+    config_file = _local_or_hub_file(repo_or_path, "adapter_config.json", **hub_kwargs)
+    try:
+        json.loads(config_file.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{config_file} is not valid JSON: {error}") from error
     check_weights_file(_local_or_hub_file(repo_or_path, WEIGHTS_FILE, **hub_kwargs))
     model = PeftModel.from_pretrained(base_model, str(repo_or_path), **kwargs)
     try:

@@ -23,6 +23,7 @@ from peft_interp.training.checkpoint import (
     load_state,
     save_state,
     split_tensors,
+    write_manifest,
 )
 from peft_interp.tuners.recipe import COOP_RECIPE, IVPT_RECIPE, TrainingRecipe
 
@@ -116,8 +117,10 @@ def test_split_tensors_rejects_objects_it_cannot_store():
 def test_unfinished_checkpoints_are_ignored(tmp_path):
     (tmp_path / "checkpoint-4").mkdir()
     (tmp_path / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    write_manifest(tmp_path / "checkpoint-4", 4, "run")
     (tmp_path / ".tmp-checkpoint-8").mkdir()  # a save interrupted before its rename
-    (tmp_path / "checkpoint-6").mkdir()  # no trainer_state.json: not complete
+    (tmp_path / "checkpoint-6").mkdir()  # no manifest.json (written last): not complete
+    (tmp_path / "checkpoint-6" / "trainer_state.json").write_text("{}")
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
 
 

@@ -3,7 +3,9 @@
 * :func:`load_image_dataset` — ``"conceptworld"`` (generated offline), ``"imagefolder:PATH"`` or a local folder
   (the ``imagefolder`` builder: one sub-folder per class), or a Hub dataset id.
 * :func:`validate_image_dataset` — missing columns, labels outside the class list, a class list that does not match
-  the label feature, unreadable images: each stops with a message naming the column/field and what was expected.
+  the label feature, duplicate class names (also up to case), unreadable images, image modes we cannot convert:
+  each stops with a message naming the column/field/file and what was expected. An image folder with an empty class
+  folder is refused (the builder would drop that class without a word); 16-bit images are scaled, not saturated.
 * :func:`few_shot` and :func:`base_novel_classes` / :func:`select_classes` — the CoOp protocol of
   ``shared/specs/clip-prompting.md``: ``K`` images per class with a fixed seed; base = the first ``ceil(n / 2)``
   sorted label ids, novel = the rest, each relabelled ``0..n'-1`` and evaluated as its own n'-way problem.
@@ -22,6 +24,8 @@ from datasets import ClassLabel, Dataset, load_dataset
 from datasets import Image as ImageFeature
 from PIL import Image
 from tqdm.auto import tqdm
+
+from ..validation import check_class_names
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -63,11 +67,44 @@ def load_image_dataset(source: str, split: str, shots: int | None = None, seed: 
             raise ValueError(f"--dataset {source!r}: give the dataset's folder, e.g. {name}:/data/{BENCHMARK_DATASETS[name].folder}")
         return load_benchmark_dataset(name, root, split)
     folder = source.removeprefix("imagefolder:")
-    if source.startswith("imagefolder:") or Path(folder).is_dir():
+    if source.startswith("imagefolder:") or Path(folder).is_dir() or _looks_like_a_path(source):
         if not Path(folder).is_dir():
             raise FileNotFoundError(f"dataset folder {folder!r} does not exist")
-        return load_dataset("imagefolder", data_dir=folder, split=split)
-    return load_dataset(source, split=split)
+        check_image_folder(folder)
+        try:
+            return load_dataset("imagefolder", data_dir=folder, split=split)
+        except ValueError as error:  # an unknown split
+            raise ValueError(f"dataset folder {folder!r} has no split {split!r} (--split): {error}") from error
+    try:
+        return load_dataset(source, split=split)
+    except Exception as error:  # datasets raises many types (offline, not found, bad split): name what was asked
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"dataset {source!r} (--dataset) split {split!r} could not be loaded: it is not 'conceptworld' (built in), "
+            f"not an existing folder, and the Hub said: {first_line}"
+        ) from error
+
+
+def _looks_like_a_path(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
+
+
+IMAGE_EXTENSIONS = frozenset(extension.lower() for extension in Image.registered_extensions())
+
+
+def check_image_folder(folder: str | Path) -> None:
+    """Refuse an image folder in which some class folder (a folder with no sub-folder) holds no image: the
+    ``imagefolder`` builder would drop that class silently and shift every later label id."""
+    folder = Path(folder)
+    leaves = [path for path in [folder, *folder.rglob("*")] if path.is_dir() and not path.name.startswith(".")
+              and not any(child.is_dir() for child in path.iterdir())]  # fmt: skip
+    has_images = {leaf: any(p.suffix.lower() in IMAGE_EXTENSIONS for p in leaf.iterdir() if p.is_file()) for leaf in leaves}
+    if not any(has_images.values()):
+        raise ValueError(f"dataset folder {str(folder)!r} holds no image files ({sorted(IMAGE_EXTENSIONS)[:6]}...)")
+    empty = sorted(str(leaf) for leaf, found in has_images.items() if not found and leaf != folder)
+    if empty:
+        raise ValueError(f"class folder {empty[0]!r} holds no images{f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''}: "
+                         "the class would disappear without a word and later label ids shift; add images or remove it")  # fmt: skip
 
 
 def dataset_class_names(dataset: Dataset, columns: Columns, class_names: list[str] | None = None) -> list[str]:
@@ -80,7 +117,9 @@ def dataset_class_names(dataset: Dataset, columns: Columns, class_names: list[st
                 f"label column {columns.label!r} is not a ClassLabel, so the class names are unknown: give "
                 "`class_names` (--class-names) with one name per label id"
             )
+        check_class_names(names, f"label column {columns.label!r}")
         return list(names)
+    check_class_names(class_names, "class_names (--class-names)")
     if names is not None and len(names) != len(class_names):
         raise ValueError(
             f"class_names has {len(class_names)} names but label column {columns.label!r} has {len(names)} classes "
@@ -117,11 +156,32 @@ def _check_images(dataset: Dataset, column: str) -> None:
     """Open every image once (undecoded bytes or paths, so nothing is kept in memory)."""
     raw = dataset.cast_column(column, ImageFeature(decode=False)) if isinstance(dataset.features[column], ImageFeature) else dataset
     for index, item in enumerate(tqdm(raw[column], desc="checking images", unit="img", leave=False)):
+        where = item.get("path") if isinstance(item, dict) else item if isinstance(item, str) else type(item).__name__
         try:
-            open_image(item).load()
+            image = open_image(item)
+            image.load()
         except Exception as error:  # PIL raises many types for broken files
-            where = item.get("path") if isinstance(item, dict) else item
             raise ValueError(f"image {index} of column {column!r} ({where}) cannot be read: {error}") from error
+        if image.mode not in CONVERTIBLE_MODES:
+            raise ValueError(f"image {index} of column {column!r} ({where}) has mode {image.mode!r}, which cannot be "
+                             f"converted to RGB without guessing its range; expected one of {sorted(CONVERTIBLE_MODES)}")  # fmt: skip
+
+
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})  # 16-bit PNG/TIFF greyscale (PIL reads as I)
+CONVERTIBLE_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "La", "RGBa"}) | SIXTEEN_BIT_MODES
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB; 16-bit greyscale is scaled by 255 / 65535 (PIL's ``convert`` would clip at 255)."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.int64)
+        if values.min() < 0 or values.max() > 65535:
+            raise ValueError(f"a mode-{image.mode} image holds values in [{values.min()}, {values.max()}], outside the "
+                             "16-bit range [0, 65535]")  # fmt: skip
+        return Image.fromarray(np.round(values * (255 / 65535)).astype(np.uint8), mode="L").convert("RGB")
+    if image.mode not in CONVERTIBLE_MODES:
+        raise ValueError(f"images of mode {image.mode!r} cannot be converted to RGB without guessing their range")
+    return image.convert("RGB")
 
 
 def open_image(item) -> Image.Image:
@@ -188,7 +248,7 @@ class ImageTransform:
 
     def to_array(self, image: Image.Image) -> np.ndarray:
         """The resized, cropped ``(S, S, 3)`` uint8 image (what the model sees, for pictures)."""
-        image = image.convert("RGB")
+        image = to_rgb(image)
         if image.size != (self.image_size, self.image_size):
             scale = self.image_size / min(image.size)
             size = (max(self.image_size, round(image.width * scale)), max(self.image_size, round(image.height * scale)))

@@ -23,6 +23,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,17 +37,28 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from safetensors import SafetensorError
+
+from ..tuners.base import InterpTuner
+from ..validation import check_number
+from ..weights import verify_weights_file
 from .checkpoint import (
+    MANIFEST,
     TRAINER_STATE,
     checkpoint_dir,
+    claim_output_dir,
     latest_checkpoint,
+    list_checkpoint_folders,
     load_state,
     prune_checkpoints,
     publish,
+    read_manifest,
     rng_state,
     save_state,
     set_rng_state,
     staging_dir,
+    verify_checkpoint,
+    write_manifest,
 )
 from .data import to_device
 
@@ -67,13 +79,19 @@ class TrainingArguments:
         learning_rate, warmup_epochs, max_grad_norm: override the recipe's.
         mixed_precision: ``"no"``, ``"bf16"`` or ``"fp16"`` (Accelerate's autocast; adapters stay fp32).
         save_steps: save a checkpoint every that many optimiser steps (0: only at the end).
-        save_total_limit: keep only the newest that many checkpoints (``None``: all).
+        save_total_limit: keep only the newest that many checkpoints of this run (``None``: all); checkpoints of
+            other runs and files this run did not write are never deleted.
         logging_steps: log the loss every that many steps.
         seed: seeds initialisation, data order and augmentation.
         num_workers: DataLoader worker processes.
         report_to: Accelerate tracker (``"tensorboard"``, ``"wandb"``, ...); ``"auto"``: tensorboard when it is
             installed, else none; ``None`` for none. Logs go to ``output_dir``.
-        resume_from_checkpoint: ``True`` for the newest checkpoint in ``output_dir``, or a checkpoint folder.
+        resume_from_checkpoint: ``True`` for the newest checkpoint of the run in ``output_dir``, or a checkpoint
+            folder. A finished run can be resumed to more steps when its learning-rate schedule up to the checkpoint
+            does not depend on the total (exactly what an uninterrupted longer run does); otherwise it says why not.
+        overwrite_output_dir: start a new run in an ``output_dir`` that is not empty (another run's folder, or other
+            files). Nothing the new run did not write is deleted; its checkpoints and ``adapter/`` replace folders
+            of the same names. Without it such a folder is refused before training.
         eval_steps: evaluate top-1 accuracy on the trainer's ``eval_dataset`` every that many optimiser steps and at
             the end (0: never); the adapter with the best accuracy so far is kept in ``output_dir/best-adapter``.
         eval_batch_size: images per evaluation forward pass.
@@ -97,6 +115,7 @@ class TrainingArguments:
     resume_from_checkpoint: bool | str = False
     eval_steps: int = 0
     eval_batch_size: int = 64
+    overwrite_output_dir: bool = False
 
     def __post_init__(self) -> None:
         if self.report_to == "auto":
@@ -104,16 +123,23 @@ class TrainingArguments:
 
             self.report_to = "tensorboard" if is_tensorboard_available() else None
         for name in ("max_steps", "batch_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.gradient_accumulation_steps < 1:
-            raise ValueError(f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
+            check_number(name, getattr(self, name), integer=True, minimum=1, allow_none=True)
+        check_number("gradient_accumulation_steps", self.gradient_accumulation_steps, integer=True, minimum=1)
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
-        if self.save_steps < 0:
-            raise ValueError(f"save_steps must be >= 0, got {self.save_steps}")
-        if self.eval_steps < 0 or self.eval_batch_size < 1:
-            raise ValueError(f"eval_steps must be >= 0 and eval_batch_size >= 1, got {self.eval_steps}, {self.eval_batch_size}")
+        check_number("save_steps", self.save_steps, integer=True, minimum=0)
+        check_number("save_total_limit", self.save_total_limit, integer=True, minimum=1, allow_none=True)
+        check_number("logging_steps", self.logging_steps, integer=True, minimum=1)
+        check_number("num_workers", self.num_workers, integer=True, minimum=0)
+        check_number("seed", self.seed, integer=True, minimum=0, maximum=2**32 - 1)
+        check_number("learning_rate", self.learning_rate, minimum=0, exclusive_minimum=True, allow_none=True)
+        check_number("epochs", self.epochs, minimum=0, exclusive_minimum=True, allow_none=True)
+        check_number("warmup_epochs", self.warmup_epochs, minimum=0, allow_none=True)
+        check_number("max_grad_norm", self.max_grad_norm, minimum=0, exclusive_minimum=True, allow_none=True)
+        if not str(self.output_dir or "").strip():
+            raise ValueError("output_dir must name a folder, got an empty value")
+        check_number("eval_steps", self.eval_steps, integer=True, minimum=0)
+        check_number("eval_batch_size", self.eval_batch_size, integer=True, minimum=1)
 
 
 @dataclass
@@ -129,6 +155,9 @@ class TrainerState:
     log_history: list[dict] = field(default_factory=list)
     best_metric: float | None = None  # best evaluation accuracy so far (eval_steps)
     best_step: int | None = None
+    run_id: str = ""  # the run that owns the output folder (run.json)
+    window_losses: list[float] = field(default_factory=list)  # losses of the logging window not yet logged
+    recipe: dict = field(default_factory=dict)  # the resolved recipe (learning rate, schedule, ...)
 
 
 @dataclass
@@ -275,6 +304,7 @@ class InterpTrainer:
     # ---------------------------------------------------------------------------------------------- training
     def train(self) -> TrainOutput:
         accelerator, args = self.accelerator, self.args
+        run_id = self._claim_output_dir()  # before any work: a bad folder fails here, not at the first save
         set_seed(args.seed)
         optimizer = self.create_optimizer()
         scheduler = self.create_scheduler(optimizer)
@@ -282,7 +312,7 @@ class InterpTrainer:
         self._optimizer, self._scheduler = optimizer, scheduler
         state = TrainerState(
             steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps, global_batch_size=self.global_batch_size,
-            num_processes=accelerator.num_processes, seed=args.seed,
+            num_processes=accelerator.num_processes, seed=args.seed, run_id=run_id, recipe=self._recipe_record(),
         )  # fmt: skip
         if args.resume_from_checkpoint:
             state = self._resume(state)
@@ -292,7 +322,7 @@ class InterpTrainer:
         trainable = [param for group in optimizer.param_groups for param in group["params"]]
         model.train()
         batches = iter(self._loader(state.step))
-        window_losses, images, start = [], 0, time.perf_counter()
+        images, start = 0, time.perf_counter()
         progress = tqdm(
             total=state.total_steps, initial=state.step, desc=f"training {self.tuner.peft_config[self.tuner.active_adapters[0]].method_name}",
             unit="step", disable=not (self.progress and accelerator.is_local_main_process),
@@ -318,17 +348,17 @@ class InterpTrainer:
             if state.step % self.steps_per_epoch == 0 or state.step == state.total_steps:
                 self.tuner.on_epoch_end(math.ceil(state.step / self.steps_per_epoch),
                                         math.ceil(state.total_steps / self.steps_per_epoch))  # fmt: skip
-            window_losses.append(step_loss)
+            state.window_losses.append(step_loss)  # saved with checkpoints: a resumed run logs the same means
             progress.update(1)
             rate = images / (time.perf_counter() - start)
             progress.set_postfix(loss=f"{step_loss:.3f}", img_s=f"{rate:.1f}")
             if state.step % args.logging_steps == 0 or state.step == state.total_steps:
-                record = {"step": state.step, "loss": sum(window_losses) / len(window_losses),
+                record = {"step": state.step, "loss": sum(state.window_losses) / len(state.window_losses),
                           "learning_rate": scheduler.get_last_lr()[0], "images_per_second": rate}  # fmt: skip
                 state.log_history.append(record)
                 if args.report_to:
                     accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.step)
-                window_losses = []
+                state.window_losses = []
             if args.eval_steps and (state.step % args.eval_steps == 0 or state.step == state.total_steps):
                 self.evaluate_and_keep_best(model, state)
             if args.save_steps and state.step % args.save_steps == 0 and state.step != state.total_steps:
@@ -338,8 +368,9 @@ class InterpTrainer:
         adapter_dir = self.output_dir / FINAL_ADAPTER
         if accelerator.is_main_process:  # written beside, then renamed into place, like the checkpoints
             staging = self.output_dir / f".tmp-{FINAL_ADAPTER}"
-            accelerator.unwrap_model(model).save_pretrained(staging)
-            publish(staging, adapter_dir)
+            with _naming_failed_writes(staging, adapter_dir):
+                accelerator.unwrap_model(model).save_pretrained(staging)
+                publish(staging, adapter_dir)
         accelerator.wait_for_everyone()
         if args.report_to:
             accelerator.end_training()
@@ -399,39 +430,117 @@ class InterpTrainer:
         accelerator = self.accelerator
         staging, final = staging_dir(self.output_dir, state.step), checkpoint_dir(self.output_dir, state.step)
         if accelerator.is_main_process:
-            staging.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)  # a partial one from an earlier failed save
+            with _naming_failed_writes(staging, final):
+                staging.mkdir(parents=True)
         accelerator.wait_for_everyone()
-        save_state(rng_state(), staging, f"rng_state_{accelerator.process_index}")
+        with _naming_failed_writes(staging, final):
+            save_state(rng_state(), staging, f"rng_state_{accelerator.process_index}")
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            accelerator.unwrap_model(self.model).save_pretrained(staging)
-            save_state(self._optimizer.state_dict(), staging, "optimizer")
-            save_state(self._scheduler.state_dict(), staging, "scheduler")
-            (staging / TRAINER_STATE).write_text(json.dumps(asdict(state), indent=2))
-            publish(staging, final)
-            prune_checkpoints(self.output_dir, self.args.save_total_limit)
+            with _naming_failed_writes(staging, final):
+                accelerator.unwrap_model(self.model).save_pretrained(staging)
+                save_state(self._optimizer.state_dict(), staging, "optimizer")
+                save_state(self._scheduler.state_dict(), staging, "scheduler")
+                (staging / TRAINER_STATE).write_text(json.dumps(asdict(state), indent=2))
+                write_manifest(staging, state.step, state.run_id)  # last: a checkpoint without one is unfinished
+                publish(staging, final)
+            prune_checkpoints(self.output_dir, self.args.save_total_limit, state.run_id)
         accelerator.wait_for_everyone()
         return final
 
+    def _claim_output_dir(self) -> str:
+        """:func:`~.checkpoint.claim_output_dir` on the main process; every process gets the run id."""
+        args = self.args
+        if self.accelerator.is_main_process:
+            claim_output_dir(self.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, FINAL_ADAPTER)
+        self.accelerator.wait_for_everyone()
+        from .checkpoint import read_run_id
+
+        return read_run_id(self.output_dir)
+
+    def _recipe_record(self) -> dict:
+        """The resolved recipe, JSON-ready (epochs left out: it changes the total steps, checked separately)."""
+        return json.loads(json.dumps({k: v for k, v in asdict(self.recipe).items() if k != "epochs"}, default=str))
+
     def _resume(self, fresh: TrainerState) -> TrainerState:
         resume = self.args.resume_from_checkpoint
-        folder = latest_checkpoint(self.output_dir) if resume is True else Path(resume)
-        if folder is None:  # nothing saved yet: start from scratch
+        folder = latest_checkpoint(self.output_dir, fresh.run_id) if resume is True else Path(resume)
+        if folder is None:  # nothing saved yet: start from scratch, unless checkpoints there cannot be verified
+            unverifiable = [path for path in list_checkpoint_folders(self.output_dir) if read_manifest(path) is None]
+            if unverifiable:
+                raise ValueError(f"checkpoint {unverifiable[-1]} has no valid {MANIFEST} (damaged, or written by an older "
+                                 "peft-interp): it cannot be resumed from safely; use --overwrite-output-dir without "
+                                 "--resume to start over")  # fmt: skip
             return fresh
-        if not (folder / TRAINER_STATE).is_file():
-            raise FileNotFoundError(f"resume_from_checkpoint: {folder} is not a complete checkpoint folder")
-        saved = TrainerState(**json.loads((folder / TRAINER_STATE).read_text()))
-        for name in ("global_batch_size", "num_processes", "steps_per_epoch", "total_steps", "seed"):
+        manifest = verify_checkpoint(folder)  # every file against its SHA-256, written last
+        try:
+            saved = TrainerState(**json.loads((folder / TRAINER_STATE).read_text()))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"checkpoint {folder}: {TRAINER_STATE} is not a trainer state: {error}") from error
+        if saved.step != manifest["step"]:
+            raise ValueError(f"checkpoint {folder}: {TRAINER_STATE} says step {saved.step}, {MANIFEST} step "
+                             f"{manifest['step']}")  # fmt: skip
+        for name in ("global_batch_size", "num_processes", "steps_per_epoch", "seed"):
             if getattr(saved, name) != getattr(fresh, name):
                 raise ValueError(
                     f"Cannot resume exactly from {folder}: it was written with {name}={getattr(saved, name)}, this run "
                     f"has {name}={getattr(fresh, name)}. Use the same data, batch size, processes, steps and seed."
                 )
-        set_peft_model_state_dict(self.accelerator.unwrap_model(self.model), load_file(folder / "adapter_model.safetensors"))
+        changed = sorted(key for key in saved.recipe.keys() | fresh.recipe.keys() if saved.recipe.get(key) != fresh.recipe.get(key))
+        if saved.recipe and changed:
+            details = ", ".join(f"{key}={saved.recipe.get(key)!r} (now {fresh.recipe.get(key)!r})" for key in changed)
+            raise ValueError(f"Cannot resume exactly from {folder}: it was trained with {details}; use the same settings")
+        if saved.total_steps != fresh.total_steps:
+            self._check_extension(folder, saved, fresh)
+        set_peft_model_state_dict(self.accelerator.unwrap_model(self.model), verify_weights_file(folder / "adapter_model.safetensors"))
         self._optimizer.load_state_dict(load_state(folder, "optimizer"))
-        self._scheduler.load_state_dict(load_state(folder, "scheduler"))
+        scheduler_state = load_state(folder, "scheduler")
+        if scheduler_state.get("last_epoch") != saved.step:
+            raise ValueError(f"checkpoint {folder}: scheduler.json is at step {scheduler_state.get('last_epoch')}, the "
+                             f"checkpoint at step {saved.step}: the files do not belong together")  # fmt: skip
+        self._scheduler.load_state_dict(scheduler_state)
         set_rng_state(load_state(folder, f"rng_state_{self.accelerator.process_index}"))
+        saved.total_steps, saved.run_id, saved.recipe = fresh.total_steps, fresh.run_id, fresh.recipe
         return saved
+
+    def _check_extension(self, folder: Path, saved: TrainerState, fresh: TrainerState) -> None:
+        """A run resumed to another total: allowed when its steps so far had the learning rates an uninterrupted
+        run of the new total has (then the result is that run's, bit for bit); else a ValueError saying why not."""
+        if saved.step > fresh.total_steps:
+            raise ValueError(f"Cannot resume from {folder}: it is at step {saved.step}, beyond this run's total of "
+                             f"{fresh.total_steps} steps (--max-steps / --epochs)")  # fmt: skip
+        per_epoch = fresh.steps_per_epoch
+        if type(self.tuner).on_epoch_end is not InterpTuner.on_epoch_end:
+            raise ValueError(
+                f"Cannot resume {folder} (a {saved.total_steps}-step run) as a {fresh.total_steps}-step run: "
+                f"{type(self.tuner).__name__} has an end-of-epoch step that depends on the number of epochs (e.g. "
+                "PromptSRC's prompt aggregation). Resume with the same steps, or start a new run."
+            )
+        for step in range(saved.step):
+            before = self.recipe.lr_factor(step, per_epoch, saved.total_steps)
+            after = self.recipe.lr_factor(step, per_epoch, fresh.total_steps)
+            if before != after:
+                raise ValueError(
+                    f"Cannot resume {folder} (a {saved.total_steps}-step run) as a {fresh.total_steps}-step run: the "
+                    f"learning-rate schedule depends on the total (step {step}: factor {before:.6g} vs {after:.6g}), so "
+                    f"the result would not be that of an uninterrupted {fresh.total_steps}-step run. Resume with "
+                    f"{saved.total_steps} steps, or start a new run."
+                )
+
+
+@contextlib.contextmanager
+def _naming_failed_writes(staging: Path, final: Path):
+    """Turn a failed write (full disk, ...) into an ``OSError`` naming what was being saved, and remove the partial
+    ``staging`` folder so that a retry starts clean."""
+    try:
+        yield
+    except (OSError, SafetensorError) as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        reason = getattr(error, "strerror", None) or str(error)
+        where = f" (file {error.filename})" if getattr(error, "filename", None) else ""
+        raise OSError(f"could not write {final}: {reason}{where}; nothing of it was kept, the earlier checkpoints "
+                      "are intact") from error  # fmt: skip
 
 
 class _Sized:

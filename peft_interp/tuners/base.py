@@ -17,6 +17,7 @@ from __future__ import annotations
 from peft.tuners.tuners_utils import BaseTuner, _get_submodules
 from torch import nn
 
+from ..validation import check_hf_model
 from .layers import InterpLayer
 from .recipe import TrainingRecipe
 
@@ -60,6 +61,7 @@ class InterpTuner(BaseTuner):
 
     # ------------------------------------------------------------------------------------------------- injection
     def _pre_injection_hook(self, model: nn.Module, config, adapter_name: str) -> None:
+        check_hf_model(model, config)
         check_base_model(config, model)  # before any module is created or weight loaded
 
     def _prepare_adapter_config(self, peft_config, model_config):

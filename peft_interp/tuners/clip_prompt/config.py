@@ -8,6 +8,7 @@ from typing import Optional
 from peft.config import PeftConfig
 
 from ...registry import INTERP_TASK_TYPE, peft_type_for
+from ...validation import check_class_names, check_config_values
 
 
 @dataclass
@@ -54,6 +55,7 @@ class ClipPromptConfig(PeftConfig):
         self.peft_type = peft_type_for(self.method_name)
         self.task_type = INTERP_TASK_TYPE
         super().__post_init__()
+        check_config_values(self)
         self.class_names = validated_class_names(self.class_names)
         if self.template.count("{}") != 1:
             raise ValueError(f"`template` must contain exactly one '{{}}' for the class name, got {self.template!r}.")
@@ -64,4 +66,5 @@ class ClipPromptConfig(PeftConfig):
 def validated_class_names(class_names) -> list[str]:
     if not class_names or isinstance(class_names, str) or not all(isinstance(n, str) and n.strip() for n in class_names):
         raise ValueError(f"`class_names` must be a non-empty list of non-empty strings, got {class_names!r}.")
+    check_class_names(class_names, "`class_names`")
     return list(class_names)

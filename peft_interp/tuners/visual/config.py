@@ -10,6 +10,7 @@ from peft.config import PeftConfig
 
 from ...backbones import VisionLayout
 from ...registry import INTERP_TASK_TYPE, peft_type_for
+from ...validation import check_class_names, check_config_values
 
 
 @dataclass
@@ -47,6 +48,7 @@ class VisualPromptConfig(PeftConfig):
         self.peft_type = peft_type_for(self.method_name)
         self.task_type = INTERP_TASK_TYPE
         super().__post_init__()
+        check_config_values(self)
         if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 1:
             raise ValueError(f"`num_classes` must be a positive int, got {self.num_classes!r}.")
         if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
@@ -55,6 +57,7 @@ class VisualPromptConfig(PeftConfig):
             raise ValueError(
                 f"`class_names` has {len(self.class_names)} names but `num_classes` is {self.num_classes}."
             )
+        check_class_names(self.class_names, "`class_names`")
 
     def _required_num_blocks(self) -> Optional[int]:
         """How many blocks this config must prompt; None = any number (all blocks when ``target_modules`` is None)."""
