@@ -7,12 +7,17 @@ Our tuners differ from LoRA-style ones in two ways, both handled here once:
   PEFT saves and loads them with the adapter; :meth:`set_adapter`, :meth:`delete_adapter` and :meth:`unload` cover
   them too.
 * They choose their target modules from the model's structure, not from ``target_modules`` patterns: a subclass
-  sets ``self._pending_targets`` (exact module names) before calling :meth:`inject_adapter` of this class.
+  returns, from :meth:`InterpTuner._adapter_modules`, the exact module names to wrap (each with the wrapper class
+  and its arguments) and its shared modules. :meth:`InterpTuner.inject_adapter` is the one entry point of every
+  loading route (``get_peft_model``, ``add_adapter``, ``load_adapter`` / ``from_pretrained``): it checks the base
+  model first, then builds what the subclass planned.
 
 Each tuner defines its own ``forward``; :meth:`active_adapter_in_use` tells it whether an adapter is enabled.
 """
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 from peft.tuners.tuners_utils import BaseTuner, _get_submodules
 from torch import nn
@@ -51,24 +56,60 @@ def check_base_model(config, model: nn.Module) -> None:
     config.base_model_signature = current
 
 
+class LayerPlan(NamedTuple):
+    """How one module is adapted: wrapped in ``layer_cls(module, adapter_name, *args, inference_mode=...)``, or,
+    if it is already a ``layer_cls``, given the adapter by ``update_layer(adapter_name, *args, inference_mode=...)``."""
+
+    layer_cls: type[InterpLayer]
+    args: tuple
+
+
 class InterpTuner(BaseTuner):
     uses_shared_state = True
     tuner_layer_cls = InterpLayer
     target_module_mapping: dict[str, list[str]] = {}
     shared_module_names: tuple[str, ...] = ()
-
-    _pending_targets: set[str]
+    accepts_loss_kwargs = False  # transformers.Trainer: our losses are batch means, scale them for accumulation
 
     # ------------------------------------------------------------------------------------------------- injection
-    def _pre_injection_hook(self, model: nn.Module, config, adapter_name: str) -> None:
+    def _adapter_modules(
+        self, model: nn.Module, config, adapter_name: str
+    ) -> tuple[dict[str, LayerPlan], dict[str, nn.Module]]:
+        """What a new adapter adds: ``{module name: LayerPlan}`` of the modules to wrap and ``{shared module name:
+        module}`` (see :attr:`shared_module_names`). Raise a ``ValueError`` naming the field for a bad config."""
+        raise NotImplementedError
+
+    def inject_adapter(self, model: nn.Module, adapter_name: str, **kwargs: Any) -> None:
+        """Check the base model, then add the adapter the subclass plans (the one entry point of every loading
+        route: PEFT calls it from ``get_peft_model``, ``add_adapter`` and ``load_adapter`` / ``from_pretrained``)."""
+        config = self.peft_config[adapter_name]
         check_hf_model(model, config)
         check_base_model(config, model)  # before any module is created or weight loaded
+        layers, shared = self._adapter_modules(model, config, adapter_name)
+        if not layers:
+            raise ValueError(f"{type(config).__name__} adapts no module: prompt at least one block.")
+        self._add_shared_modules(adapter_name, shared, next(model.parameters()).device)
+        # PEFT's callbacks below (_check_target_module_exists, _create_and_replace) take no extra argument: the plan
+        # is readable by them for the duration of this call only.
+        self._layer_plan = layers
+        try:
+            super().inject_adapter(model, adapter_name, **kwargs)
+        finally:
+            del self._layer_plan
 
     def _prepare_adapter_config(self, peft_config, model_config):
-        return peft_config  # targets come from the model's structure, see _pending_targets
+        return peft_config  # targets come from the model's structure, see _adapter_modules
 
     def _check_target_module_exists(self, peft_config, key: str) -> bool:
-        return key in self._pending_targets
+        return key in self._layer_plan
+
+    def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key) -> None:
+        layer_cls, args = self._layer_plan[current_key]
+        if isinstance(target, layer_cls):
+            target.update_layer(adapter_name, *args, inference_mode=config.inference_mode)
+        else:
+            layer = layer_cls(target, adapter_name, *args, inference_mode=config.inference_mode)
+            self._replace_module(parent, target_name, layer, target)
 
     def _add_shared_modules(self, adapter_name: str, modules: dict[str, nn.Module], device) -> None:
         """Store ``modules`` (name -> module) under ``adapter_name`` in the tuner's shared ModuleDicts."""

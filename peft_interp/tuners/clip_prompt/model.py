@@ -16,6 +16,8 @@ What makes it fast:
 
 A method customises four hooks: ``_initial_context`` (the context parameter), ``_prompt_layout`` (where soft and
 fixed tokens go), ``_prompt_context`` (the per-row context, e.g. conditioned on the image) and ``_extra_losses``.
+What one forward pass knows about its images reaches the last two as an argument, an :class:`ImageBatch` (a method
+with more per-image inputs, such as IntCoOp's attribute words, subclasses it and builds it in its ``forward``).
 With adapters disabled the model is zero-shot CLIP with the config's hand-crafted template.
 """
 
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 from transformers import CLIPModel
 from transformers.utils import ModelOutput
 
-from ..base import InterpTuner
+from ..base import InterpTuner, LayerPlan
 from ..layers import ContextEmbedding
 from ..recipe import COOP_RECIPE, TrainingRecipe
 from .config import ClipPromptConfig, validated_class_names
@@ -57,6 +59,19 @@ class ClipPromptOutput(ModelOutput):
     image_embeds: Optional[torch.Tensor] = None
     text_embeds: Optional[torch.Tensor] = None
     loss_terms: Optional[dict[str, torch.Tensor]] = None
+
+
+@dataclass
+class ImageBatch:
+    """The images of one forward pass, as the prompt hooks see them.
+
+    Args:
+        image_embeds: ``(B, P)`` L2-normalised image features.
+        labels: ``(B,)`` class indices, or ``None`` (no loss).
+    """
+
+    image_embeds: torch.Tensor
+    labels: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -114,14 +129,18 @@ class ClipPromptTuner(InterpTuner):
         in prompt form (:func:`.prompts.prompt_class_name`: ``_`` read as a space)."""
         return [config.num_context_tokens, f"{class_name}."]
 
-    def _prompt_context(self, adapter_name: str, image_embeds: torch.Tensor) -> torch.Tensor:
-        """Context of every prompt row, ``(C, M, D)``; a ``(B, C, M, D)`` result makes prompts per image."""
+    def _prompt_context(self, adapter_name: str, batch: ImageBatch | None) -> torch.Tensor:
+        """Context of every prompt row, ``(C, M, D)``; a ``(B, C, M, D)`` result makes prompts per image. The core's
+        context does not depend on the images (``batch`` may be ``None``)."""
         context = self.context_layer.context[adapter_name]
         num_classes = len(self.peft_config[adapter_name].class_names)
         return context if context.ndim == 3 else context.expand(num_classes, -1, -1)
 
-    def _extra_losses(self, adapter_name: str, output: ClipPromptOutput) -> dict[str, tuple[float, torch.Tensor]]:
-        """Method-specific loss terms ``{name: (weight, value)}`` added to the cross-entropy."""
+    def _extra_losses(
+        self, adapter_name: str, output: ClipPromptOutput, batch: ImageBatch
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """Method-specific loss terms ``{name: (weight, value)}`` added to the cross-entropy (``batch.labels`` is
+        set)."""
         return {}
 
     def training_recipe(self) -> TrainingRecipe:
@@ -130,10 +149,10 @@ class ClipPromptTuner(InterpTuner):
         return COOP_RECIPE.override(learning_rate=getattr(config, "learning_rate", None))
 
     # ------------------------------------------------------------------------------------------------- injection
-    def inject_adapter(self, model, adapter_name: str, **kwargs: Any) -> None:
+    def _adapter_modules(self, model, config: ClipPromptConfig, adapter_name: str):
+        """The token embedding, wrapped in a :class:`ContextEmbedding` holding the initial context."""
         if not isinstance(model, CLIPModel):
             raise ValueError(f"{type(self).__name__} adapts a CLIPModel (both towers), got {type(model).__name__}.")
-        config: ClipPromptConfig = self.peft_config[adapter_name]
         tokenizer = self.tokenizer(adapter_name)
         vocab_size = model.config.text_config.vocab_size
         if len(tokenizer) != vocab_size:
@@ -142,19 +161,7 @@ class ClipPromptTuner(InterpTuner):
                 f"has {vocab_size}: use the model's own CLIP tokenizer."
             )
         config.target_modules = [TOKEN_EMBEDDING]
-        self._pending_targets = {TOKEN_EMBEDDING}
-        self._pending_context = self._initial_context(config, adapter_name)
-        try:
-            super().inject_adapter(model, adapter_name, **kwargs)
-        finally:
-            del self._pending_targets, self._pending_context
-
-    def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key) -> None:
-        if isinstance(target, ContextEmbedding):
-            target.update_layer(adapter_name, self._pending_context, inference_mode=config.inference_mode)
-        else:
-            layer = ContextEmbedding(target, adapter_name, self._pending_context, config.inference_mode)
-            self._replace_module(parent, target_name, layer, target)
+        return {TOKEN_EMBEDDING: LayerPlan(ContextEmbedding, (self._initial_context(config, adapter_name),))}, {}
 
     @property
     def context_layer(self) -> ContextEmbedding:
@@ -249,17 +256,23 @@ class ClipPromptTuner(InterpTuner):
         """
         if kwargs:
             raise TypeError(f"Unexpected arguments {sorted(kwargs)}: pass pixel_values, labels or image_embeds.")
-        adapter_name = self.active_adapter_in_use()
         config = self.peft_config[self.active_adapters[0]]
         if image_embeds is None:
             if pixel_values is None:
                 raise ValueError("Give `pixel_values` (B, 3, H, W) or `image_embeds` (B, P).")
             image_embeds = self.encode_image(pixel_values, use_cache=config.cache_image_features)
+        return self._classify(ImageBatch(image_embeds, labels))
 
+    def _classify(self, batch: ImageBatch) -> ClipPromptOutput:
+        """Logits of ``batch`` over the class prompts of the active adapter (zero-shot when disabled), and the loss
+        when ``batch.labels`` is set."""
+        adapter_name = self.active_adapter_in_use()
+        config = self.peft_config[self.active_adapters[0]]
+        image_embeds, labels = batch.image_embeds, batch.labels
         if adapter_name is None:  # adapters disabled: zero-shot CLIP with the hand-crafted template
             text_embeds = self.zero_shot_text_features(config.class_names, config.template)
         else:
-            context = self._prompt_context(adapter_name, image_embeds)
+            context = self._prompt_context(adapter_name, batch)
             text_embeds = self._encode_classes(adapter_name, context)
         scale = self.model.logit_scale.exp()
         if text_embeds.ndim == 3:  # (B, C, P): one prompt set per image
@@ -270,24 +283,26 @@ class ClipPromptTuner(InterpTuner):
         if labels is not None:
             terms = {"classification": (1.0, F.cross_entropy(logits, labels))}
             if adapter_name is not None:
-                terms.update(self._extra_losses(adapter_name, output))
+                terms.update(self._extra_losses(adapter_name, output, batch))
             output.loss = sum(weight * value for weight, value in terms.values())
             output.loss_terms = {name: value for name, (_, value) in terms.items()}
         return output
 
-    def _encode_classes(self, adapter_name: str, context: torch.Tensor) -> torch.Tensor:
+    def _encode_classes(
+        self, adapter_name: str, context: torch.Tensor, max_rows_per_call: int | None = None
+    ) -> torch.Tensor:
         """Text features of the class prompts for a ``(C, M, D)`` or per-image ``(B, C, M, D)`` context.
 
         A per-image context makes ``B x C`` prompt rows (row ``b * C + c``). They are encoded in chunks of at most
-        ``max_prompts_per_text_call`` rows when the adapter's config has that field (``None`` or absent: one call),
-        never one image at a time; each chunk is cut to its own longest EOS (same features, the encoder is causal).
+        ``max_rows_per_call`` rows (``None``: one call), never one image at a time; each chunk is cut to its own
+        longest EOS (same features, the encoder is causal).
         """
         prompts = self.prompts(adapter_name)
         if context.ndim == 3:
             return self.encode_text(prompts, context)
         batch, num_classes = context.shape[:2]
         rows = batch * num_classes
-        chunk = getattr(self.peft_config[adapter_name], "max_prompts_per_text_call", None) or rows
+        chunk = max_rows_per_call or rows
         flat = context.flatten(0, 1)  # (B * C, M, D)
         features = []
         for start in range(0, rows, chunk):

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import CLIPModel
 
-from ..clip_prompt.model import ClipPromptOutput, ClipPromptTuner
+from ..base import LayerPlan
+from ..clip_prompt.model import ClipPromptOutput, ClipPromptTuner, ImageBatch
 from ..clip_prompt.prompts import PromptBatch, Segment
 from ..clip_prompt.vocabulary import token_words
 from ..layers import PromptedBlock
@@ -41,14 +42,20 @@ class IntCoOpExplanation:
 
 
 @dataclass
-class _Batch:
-    """What one forward pass shares between the hooks (set in ``forward``, cleared after it)."""
+class IntCoOpBatch(ImageBatch):
+    """IntCoOp's view of the images of one forward pass, built by ``forward`` and read by the prompt hooks.
 
-    tokens: torch.Tensor  # (B, N, P) projected image tokens, or (B, 1, P) pooled
-    pooled: torch.Tensor  # (B, P) projected pooled image feature, before normalisation
-    attributes: Optional[list[Optional[str]]]  # per image: attribute word or None
-    predicted: Optional[torch.Tensor] = None  # (B, D) A(x)
-    attention: Optional[torch.Tensor] = None  # (B, M, N)
+    Args:
+        image_embeds, labels: see :class:`~peft_interp.tuners.clip_prompt.ImageBatch`.
+        image_tokens: ``(B, N, P)`` keys of the context's attention (projected image tokens, or ``(B, 1, P)``, the
+            pooled feature, with ``attention_keys="pooled"``).
+        attribute_embeds: ``(B, D)`` the active adapter's predicted attribute embedding ``A(x)``.
+        attributes: per image its attribute word (``None`` where it has none), or ``None`` when none were given.
+    """
+
+    image_tokens: Optional[torch.Tensor] = None
+    attribute_embeds: Optional[torch.Tensor] = None
+    attributes: Optional[list[Optional[str]]] = None
 
 
 class IntCoOpModel(ClipPromptTuner):
@@ -87,63 +94,48 @@ class IntCoOpModel(ClipPromptTuner):
     prefix = "intcoop_"
     shared_module_names = ("intcoop_conditioner", "intcoop_attribute")
 
-    def inject_adapter(self, model, adapter_name: str, **kwargs: Any) -> None:
-        config: IntCoOpConfig = self.peft_config[adapter_name]
-        self._visual_targets = set()
-        if isinstance(model, CLIPModel):  # the core raises a clear error otherwise
-            num_blocks = model.config.vision_config.num_hidden_layers
-            if config.visual_prompt_depth > num_blocks:
-                raise ValueError(
-                    f"`visual_prompt_depth`={config.visual_prompt_depth} exceeds the {num_blocks} vision blocks: "
-                    f"set it to at most {num_blocks} (0 for no visual prompts)."
-                )
-            self._visual_targets = {VISION_BLOCK.format(i) for i in range(config.visual_prompt_depth)}
-            text_width = model.config.text_config.hidden_size
-            image_width = model.config.projection_dim
-            conditioner = ContextConditioner(
-                text_width, image_width, config.num_attention_heads, residual=config.conditioning == "residual"
+    def _adapter_modules(self, model, config: IntCoOpConfig, adapter_name: str):
+        """The core's token embedding, deep prompts in the first ``visual_prompt_depth`` vision blocks, and the
+        conditioner and attribute extractor as shared modules."""
+        if not isinstance(model, CLIPModel):
+            return super()._adapter_modules(model, config, adapter_name)  # raises a clear error
+        num_blocks = model.config.vision_config.num_hidden_layers
+        if config.visual_prompt_depth > num_blocks:
+            raise ValueError(
+                f"`visual_prompt_depth`={config.visual_prompt_depth} exceeds the {num_blocks} vision blocks: "
+                f"set it to at most {num_blocks} (0 for no visual prompts)."
             )
-            if config.conditioning == "residual":  # start from the plain (CoOp) context: v_i(x) = v_i
-                torch.nn.init.zeros_(conditioner.attention.out_proj.weight)
-            hidden = None if config.attribute_extractor == "linear" else config.attribute_hidden_size or text_width
-            modules = {
-                "intcoop_conditioner": conditioner,
-                "intcoop_attribute": AttributeExtractor(image_width, text_width, hidden),
-            }
-            self._add_shared_modules(adapter_name, modules, next(model.parameters()).device)
-        try:
-            super().inject_adapter(model, adapter_name, **kwargs)
-        finally:
-            del self._visual_targets
-
-    def _check_target_module_exists(self, peft_config, key: str) -> bool:
-        return key in self._pending_targets or key in self._visual_targets
-
-    def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key) -> None:
-        """The token embedding as in the core; the first ``visual_prompt_depth`` vision blocks get deep prompts."""
-        if current_key not in self._visual_targets:
-            return super()._create_and_replace(config, adapter_name, target, target_name, parent, current_key)
-        width = self.model.config.vision_config.hidden_size
-        prompt = VisualPrompt(config.visual_prompt_length, width, config.visual_prompt_init_std)
-        if isinstance(target, PromptedBlock):
-            target.update_layer(adapter_name, prompt, inference_mode=config.inference_mode)
-        else:
-            layer = PromptedBlock(target, adapter_name, prompt, config.inference_mode)
-            self._replace_module(parent, target_name, layer, target)
+        text_width = model.config.text_config.hidden_size
+        image_width = model.config.projection_dim
+        conditioner = ContextConditioner(
+            text_width, image_width, config.num_attention_heads, residual=config.conditioning == "residual"
+        )
+        if config.conditioning == "residual":  # start from the plain (CoOp) context: v_i(x) = v_i
+            torch.nn.init.zeros_(conditioner.attention.out_proj.weight)
+        hidden = None if config.attribute_extractor == "linear" else config.attribute_hidden_size or text_width
+        shared = {
+            "intcoop_conditioner": conditioner,
+            "intcoop_attribute": AttributeExtractor(image_width, text_width, hidden),
+        }
+        layers, core_shared = super()._adapter_modules(model, config, adapter_name)
+        width = model.config.vision_config.hidden_size
+        for block in range(config.visual_prompt_depth):
+            prompt = VisualPrompt(config.visual_prompt_length, width, config.visual_prompt_init_std)
+            layers[VISION_BLOCK.format(block)] = LayerPlan(PromptedBlock, (prompt,))
+        return layers, {**core_shared, **shared}
 
     # ------------------------------------------------------------------------------------------- prompt hooks
     def _prompt_layout(self, config: IntCoOpConfig, class_name: str) -> list[Segment]:
         """``[SOS] ctx x M, attr, <class>. [EOS]``: M + 1 soft positions."""
         return [config.num_context_tokens, 1, f"{class_name}."]
 
-    def _prompt_context(self, adapter_name: str, image_embeds: torch.Tensor) -> torch.Tensor:
+    def _prompt_context(self, adapter_name: str, batch: IntCoOpBatch) -> torch.Tensor:
         """``(B, C, M + 1, D)``: the image-conditioned context then the attribute slot, the same for every class."""
         config: IntCoOpConfig = self.peft_config[adapter_name]
-        batch = self._batch
         context = self.context_layer.context[adapter_name]  # (M, D)
-        conditioned, batch.attention = self.intcoop_conditioner[adapter_name](context, batch.tokens)  # (B, M, D)
-        batch.predicted = self.intcoop_attribute[adapter_name](batch.pooled)  # (B, D)
-        slot = batch.predicted if config.classification_trains_attribute else batch.predicted.detach()
+        conditioned, _ = self.intcoop_conditioner[adapter_name](context, batch.image_tokens)  # (B, M, D)
+        predicted = batch.attribute_embeds  # (B, D)
+        slot = predicted if config.classification_trains_attribute else predicted.detach()
         if self.training and config.attribute_slot_in_training == "label" and batch.attributes is not None:
             targets, has_label = self.attribute_targets(batch.attributes, adapter_name)
             slot = torch.where(has_label[:, None], targets.to(slot.dtype), slot)
@@ -157,15 +149,24 @@ class IntCoOpModel(ClipPromptTuner):
             return super().encode_text(prompts, context)
         return checkpoint(super().encode_text, prompts, context, use_reentrant=False)
 
-    def _extra_losses(self, adapter_name: str, output: ClipPromptOutput) -> dict[str, tuple[float, torch.Tensor]]:
+    def _encode_classes(
+        self, adapter_name: str, context: torch.Tensor, max_rows_per_call: int | None = None
+    ) -> torch.Tensor:
+        """As the core's, the ``B x C`` prompts in chunks of ``max_prompts_per_text_call`` rows."""
+        limit = max_rows_per_call or self.peft_config[adapter_name].max_prompts_per_text_call
+        return super()._encode_classes(adapter_name, context, limit)
+
+    def _extra_losses(
+        self, adapter_name: str, output: ClipPromptOutput, batch: IntCoOpBatch
+    ) -> dict[str, tuple[float, torch.Tensor]]:
         """``L_attr`` (images with an attribute label) and ``L_reg`` (all images and classes)."""
         config: IntCoOpConfig = self.peft_config[adapter_name]
-        batch = self._batch
         terms = {}
         if batch.attributes is not None:
             targets, has_label = self.attribute_targets(batch.attributes, adapter_name)
             if has_label.any():
-                predicted, targets = batch.predicted[has_label], targets[has_label].to(batch.predicted.dtype)
+                predicted = batch.attribute_embeds[has_label]
+                targets = targets[has_label].to(predicted.dtype)
                 loss = attribute_distance(predicted, targets, config.attribute_loss)
                 terms["attribute"] = (config.attribute_loss_weight, loss)
         if config.regularization_weight > 0:
@@ -218,11 +219,10 @@ class IntCoOpModel(ClipPromptTuner):
         if attributes is not None and len(attributes) != len(pixel_values):
             raise ValueError(f"`attributes` has {len(attributes)} entries for {len(pixel_values)} images.")
         tokens, pooled = self.image_features(pixel_values)
-        self._batch = _Batch(tokens, pooled, _clean(attributes))
-        try:
-            return super().forward(labels=labels, image_embeds=F.normalize(pooled, dim=-1))
-        finally:
-            self._batch = None
+        adapter_name = self.active_adapter_in_use()
+        predicted = None if adapter_name is None else self.intcoop_attribute[adapter_name](pooled)  # (B, D)
+        batch = IntCoOpBatch(F.normalize(pooled, dim=-1), labels, tokens, predicted, _clean(attributes))
+        return self._classify(batch)
 
     def training_recipe(self) -> TrainingRecipe:
         """MaPLe-like SGD (the spec's inference; IntCoOp's own numbers are unverified): batch 4, 5 epochs."""

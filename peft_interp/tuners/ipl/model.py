@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..clip_prompt.model import ClipPromptOutput, ClipPromptTuner, ContextDecoding
+from ..clip_prompt.model import ClipPromptOutput, ClipPromptTuner, ContextDecoding, ImageBatch
 from ..clip_prompt.vocabulary import class_name_words, readable_token_ids
 from ..intcoop.model import IntCoOpModel
 from .config import IPLConfig
@@ -134,9 +134,11 @@ class IPLModel(ClipPromptTuner):
         if adapter_name is not None and step % self.peft_config[adapter_name].selection_interval == 0:
             self.select_tokens(adapter_name)
 
-    def _extra_losses(self, adapter_name: str, output: ClipPromptOutput) -> dict[str, tuple[float, torch.Tensor]]:
+    def _extra_losses(
+        self, adapter_name: str, output: ClipPromptOutput, batch: ImageBatch
+    ) -> dict[str, tuple[float, torch.Tensor]]:
         """The context learner's own terms plus the pull of each context vector toward its selected word."""
-        terms = super()._extra_losses(adapter_name, output)
+        terms = super()._extra_losses(adapter_name, output, batch)
         assignment = self.ipl_assignment[adapter_name]
         if assignment.done:
             context = self.context_layer.context[adapter_name]

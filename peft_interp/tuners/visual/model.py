@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ...backbones import VisionLayout, resolve_vision_layout
-from ..base import InterpTuner, check_base_model
+from ..base import InterpTuner, LayerPlan
 from ..layers import EmbeddingShift, PromptedBlock
 from ..recipe import IVPT_RECIPE, TrainingRecipe
 from .config import VisualPromptConfig
@@ -49,50 +49,29 @@ class VisualPromptTuner(InterpTuner):
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------------- injection
-    def inject_adapter(self, model: nn.Module, adapter_name: str, **kwargs: Any) -> None:
-        config: VisualPromptConfig = self.peft_config[adapter_name]
+    def _adapter_modules(self, model: nn.Module, config: VisualPromptConfig, adapter_name: str):
+        """Prompted blocks (and the embeddings' token shift when ``train_token_embeddings``), plus the subclass's
+        shared modules."""
         self.layout = resolve_vision_layout(model)
-        check_base_model(config, model)  # also for adapters added after construction
         grid = config.resolved_image_size(self.layout) // self.layout.patch_size
         blocks = config.resolve_blocks(self.layout)
-        targets = list(blocks)
-        if config.train_token_embeddings:
-            targets.insert(0, self.layout.embeddings_path)
-        if not targets:
-            raise ValueError(f"{type(config).__name__} adapts no module: prompt at least one block.")
-
         sources, shared = self._create_adapter_modules(config, adapter_name, blocks)
-        self._add_shared_modules(adapter_name, shared, device=next(model.parameters()).device)
-        self._pending_targets = set(targets)
-        self._pending_sources = dict(zip(blocks, sources))
-        self._pending_num_tokens = self.layout.num_prefix_tokens + grid * grid
-        try:
-            super().inject_adapter(model, adapter_name, **kwargs)
-        finally:
-            del self._pending_targets, self._pending_sources, self._pending_num_tokens
-
-    def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key) -> None:
-        inference_mode = config.inference_mode
-        if current_key == self.layout.embeddings_path:
-            shape = (self._pending_num_tokens, self.layout.hidden_size)
-            if isinstance(target, EmbeddingShift):
-                target.update_layer(adapter_name, *shape, inference_mode=inference_mode)
-            else:
-                new = EmbeddingShift(target, adapter_name, *shape, inference_mode=inference_mode)
-                self._replace_module(parent, target_name, new, target)
-            return
-        source = self._pending_sources[current_key]
-        if isinstance(target, PromptedBlock):
-            target.update_layer(adapter_name, source, inference_mode=inference_mode)
-        else:
-            self._replace_module(parent, target_name, PromptedBlock(target, adapter_name, source, inference_mode), target)
+        layers = {}
+        if config.train_token_embeddings:
+            num_tokens = self.layout.num_prefix_tokens + grid * grid
+            layers[self.layout.embeddings_path] = LayerPlan(EmbeddingShift, (num_tokens, self.layout.hidden_size))
+        layers.update({block: LayerPlan(PromptedBlock, (source,)) for block, source in zip(blocks, sources)})
+        return layers, shared
 
     # --------------------------------------------------------------------------------------------------- forward
-    def forward(self, *args: Any, **kwargs: Any):
+    def forward(self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None, **kwargs: Any):
         """The adapted forward ``(pixel_values, labels=None)``; the base model's own forward when disabled."""
         if self.active_adapter_in_use() is None:
-            return self.model(*args, **kwargs)
-        return self._adapted_forward(*args, **kwargs)
+            labels = {} if labels is None else {"labels": labels}  # a backbone without labels refuses them
+            return self.model(pixel_values=pixel_values, **labels, **kwargs)
+        if kwargs:
+            raise TypeError(f"Unexpected arguments {sorted(kwargs)}: pass pixel_values and labels.")
+        return self._adapted_forward(pixel_values, labels)
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Run the (prompted) vision tower: ``(B, 3, S, S)`` -> normalised tokens ``(B, P + L, D)``."""
