@@ -4,7 +4,12 @@
 ``peft.PeftModel.from_pretrained`` accept their configs and saved adapters.
 """
 
-from .registry import INTERP_TASK_TYPE, PeftModelForInterpretability, register_method
+from .registry import (
+    INTERP_TASK_TYPE,
+    AutoPeftModelForInterpretability,
+    PeftModelForInterpretability,
+    register_method,
+)
 from .tuners import (
     CoCoOpConfig,
     CoCoOpModel,
@@ -31,6 +36,7 @@ from .tuners import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AutoPeftModelForInterpretability",
     "CoCoOpConfig",
     "CoCoOpModel",
     "CoOpConfig",

@@ -49,11 +49,12 @@ def method_config(method: str, class_names: list[str], settings: dict):
 
 
 def load_backbone(name: str):
-    """A shipped backbone (``conceptworld-dinov2`` / ``conceptworld-clip``), a local folder or a Hub id."""
-    if name in SHIPPED_MODELS:
-        from .hub import load_default
+    """A shipped backbone (``conceptworld-dinov2`` / ``conceptworld-clip``, or ``peft-interp/...``, as adapters
+    record them), a local folder or a Hub id."""
+    from .hub import load_default, shipped_backbone
 
-        return load_default(SHIPPED_MODELS[name])
+    if shipped_backbone(name) is not None:
+        return load_default(name)
     from transformers import AutoModel
 
     check_model_name(name)

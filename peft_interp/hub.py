@@ -34,6 +34,11 @@ With network access, the same code runs on the real models; only the loading lin
 ```
 
 Weights are stored in float16 to keep the package small; `load_default` returns float32 models by default.
+
+A shipped backbone is named `peft-interp/conceptworld-clip` / `peft-interp/conceptworld-dinov2` wherever a name is
+recorded (`model.name_or_path`, hence an adapter's `base_model_name_or_path` and its model card): the name means the
+same on every machine, and `load_base_model` (used by the command line and `AutoPeftModelForInterpretability`)
+resolves it to the package's own folder, offline.
 """
 
 from __future__ import annotations
@@ -61,12 +66,32 @@ _DEFAULTS = {
     "dinov2": ("conceptworld-dinov2", Dinov2WithRegistersModel, BitImageProcessorPil),
 }
 DEFAULT_BACKBONES = tuple(_DEFAULTS)
+NAMESPACE = "peft-interp"  # portable names of the shipped backbones: "peft-interp/conceptworld-clip", ...
+
+
+def portable_name(name: str) -> str:
+    """The name a shipped backbone is recorded under, e.g. "clip" -> "peft-interp/conceptworld-clip"."""
+    folder, _, _ = _lookup(name)
+    return f"{NAMESPACE}/{folder}"
+
+
+def shipped_backbone(name_or_path: str | None) -> str | None:
+    """"clip" / "dinov2" if ``name_or_path`` names a shipped backbone (its short name, its folder name
+    "conceptworld-clip", or its portable name "peft-interp/conceptworld-clip"), else None."""
+    for short, (folder, _, _) in _DEFAULTS.items():
+        if name_or_path in (short, folder, f"{NAMESPACE}/{folder}"):
+            return short
+    return None
 
 
 def _lookup(name: str) -> tuple[str, type[PreTrainedModel], type]:
-    if name not in _DEFAULTS:
-        raise ValueError(f"unknown default backbone {name!r}, expected one of {DEFAULT_BACKBONES}")
-    return _DEFAULTS[name]
+    short = shipped_backbone(name)
+    if short is None:
+        raise ValueError(
+            f"unknown default backbone {name!r}, expected one of {DEFAULT_BACKBONES} "
+            f"(or {[f'{NAMESPACE}/{folder}' for folder, _, _ in _DEFAULTS.values()]})"
+        )
+    return _DEFAULTS[short]
 
 
 def checkpoint_path(name: str) -> Path:
@@ -79,15 +104,29 @@ def load_default(name: str, dtype: torch.dtype = torch.float32) -> PreTrainedMod
     """Loads a shipped backbone, without network access.
 
     Args:
-        name (`str`): "clip" (a `CLIPModel`) or "dinov2" (a `Dinov2WithRegistersModel`).
+        name (`str`): "clip" (a `CLIPModel`) or "dinov2" (a `Dinov2WithRegistersModel`), or their portable names
+            "peft-interp/conceptworld-clip" / "peft-interp/conceptworld-dinov2".
         dtype (`torch.dtype`, defaults to `torch.float32`): the dtype of the returned model (weights are stored in
             float16).
 
     Returns:
-        The model, in eval mode.
+        The model, in eval mode, whose `name_or_path` is the portable name (what adapters trained on it record as
+        `base_model_name_or_path`).
     """
     _, model_class, _ = _lookup(name)
-    return model_class.from_pretrained(checkpoint_path(name), dtype=dtype, local_files_only=True).eval()
+    model = model_class.from_pretrained(checkpoint_path(name), dtype=dtype, local_files_only=True).eval()
+    model.name_or_path = model.config.name_or_path = portable_name(name)
+    return model
+
+
+def load_base_model(name_or_path: str, **kwargs: Any) -> PreTrainedModel:
+    """A base model by name: a shipped backbone (see :func:`shipped_backbone`), offline; otherwise
+    `transformers.AutoModel.from_pretrained(name_or_path, **kwargs)` (a local folder or a Hub id)."""
+    if shipped_backbone(name_or_path) is not None:
+        return load_default(name_or_path)
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(name_or_path, **kwargs)
 
 
 def default_processor(name: str):

@@ -13,19 +13,21 @@ message PEFT prints is that value, so the value itself tells the user what to do
 
 All methods share one task type, :data:`INTERP_TASK_TYPE`, served by :class:`PeftModelForInterpretability`, whose
 ``forward`` runs the tuner's own forward (an adapted model returns logits and explanations, not the backbone's
-hidden states) and which exposes ``explain``.
+hidden states) and which exposes ``explain``. As for PEFT's own task types, ``AutoPeftModel`` refuses an adapter with
+a task type; :class:`AutoPeftModelForInterpretability` is the auto class of ours.
 """
 
 from __future__ import annotations
 
 import enum
 from pathlib import Path
+import warnings
 from typing import Any
 
 import torch
 
 from peft import PeftModel
-from peft.auto import MODEL_TYPE_TO_PEFT_MODEL_MAPPING
+from peft.auto import MODEL_TYPE_TO_PEFT_MODEL_MAPPING, _BaseAutoPeftModel
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 from peft.utils import PeftType, TaskType
 
@@ -69,7 +71,26 @@ class PeftModelForInterpretability(PeftModel):
 
     ``model(pixel_values=..., labels=...)`` returns the method's output (``loss``, ``logits`` and the method's
     explanation tensors); inside ``with model.disable_adapter():`` it returns exactly what the base model returns.
+
+    ``get_base_model()`` returns the module this forward runs, the tuner (as PEFT does for its prompt-learning
+    methods), so that ``transformers.Trainer`` reads the inputs (``pixel_values``, ``labels``, ...) and label names
+    from its signature; the backbone itself is ``model.base_model.model``.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        with warnings.catch_warnings():
+            # PeftModel.__init__ reads transformers' deprecated `is_gradient_checkpointing` alias (transformers >= 5)
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            super().__init__(*args, **kwargs)
+
+    def get_base_model(self):
+        return self.base_model
+
+    def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
+        # Our adapters never change the base model's embedding matrices; PEFT's "auto" would look the base model's
+        # config up on the Hub to find out (a request per save, and a warning for the shipped backbones' names).
+        kwargs.setdefault("save_embedding_layers", False)
+        super().save_pretrained(save_directory, **kwargs)
 
     def forward(self, *args: Any, **kwargs: Any):
         # transformers.Trainer passes this hint for summed losses; our losses are batch means, so it is not needed.
@@ -169,3 +190,22 @@ def _weights_file(model_id, hub_kwargs: dict):
 
 
 MODEL_TYPE_TO_PEFT_MODEL_MAPPING[INTERP_TASK_TYPE] = PeftModelForInterpretability
+
+
+class _BaseModelLoader:
+    """``from_pretrained`` of the base model an adapter names, shipped backbones included (offline)."""
+
+    @staticmethod
+    def from_pretrained(name_or_path: str, revision: str | None = None, **kwargs: Any):
+        from .hub import load_base_model
+
+        return load_base_model(name_or_path, **({"revision": revision} if revision else {}), **kwargs)
+
+
+class AutoPeftModelForInterpretability(_BaseAutoPeftModel):
+    """``AutoPeftModelForInterpretability.from_pretrained(adapter)`` loads the base model the adapter names
+    (``base_model_name_or_path``: a Hub id, a folder, or a backbone shipped with peft-interp) and the adapter on it,
+    like PEFT's ``AutoPeftModelFor...`` classes."""
+
+    _target_class = _BaseModelLoader
+    _target_peft_class = PeftModelForInterpretability

@@ -25,6 +25,8 @@ from urllib.parse import quote
 import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, hf_hub_download
 
+from .hub import shipped_backbone
+
 EXPLANATION_FILE = "explanation.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 CARD_TEMPLATE = Path(__file__).resolve().parent / "model_cards" / "adapter.md"  # the repository's model_cards/
@@ -167,7 +169,7 @@ def _write_examples(model, folder: Path, pixels: torch.Tensor, images) -> list[s
 
     model.eval()
     explanation = model.explain(pixels)
-    if explanation.concept_maps is None:
+    if getattr(explanation, "concept_maps", None) is None:  # e.g. IntCoOp's explanation: words, no maps
         return []
     names = model.peft_config[model.active_adapter].concept_names
     shown = images if images is not None else _display_images(pixels)
@@ -195,8 +197,10 @@ def render_model_card(
     method = explanation["method"]
     info = METHODS[method]
     base_path = config.base_model_name_or_path
-    # Only a valid Hub id goes into the metadata and the link; a local folder or anything else is named in the text.
-    base_model = base_path if base_path and not Path(base_path).expanduser().exists() and _is_repo_id(base_path) else None
+    # Only a valid Hub id goes into the metadata and the link; a local folder, a backbone shipped with peft-interp
+    # ("peft-interp/conceptworld-clip", not on the Hub) or anything else is named in the text.
+    is_hub_id = base_path and not Path(base_path).expanduser().exists() and _is_repo_id(base_path)
+    base_model = base_path if is_hub_id and shipped_backbone(base_path) is None else None
     metrics = explanation.get("metrics", {})
     eval_results = [
         EvalResult(
@@ -286,15 +290,20 @@ def usage_snippet(config, repo_id: str) -> str:
 
     base = config.base_model_name_or_path or "<base model>"
     model_class = "CLIPModel" if isinstance(config, ClipPromptConfig) else "AutoModel"
+    if shipped_backbone(base) is not None:  # shipped with the package, loaded offline
+        imports, loading = "from peft_interp.hub import load_base_model", f"base = load_base_model({python_literal(base)})"
+    else:
+        imports = f"from transformers import {model_class}"
+        loading = f"base = {model_class}.from_pretrained({python_literal(base)})"
     return "\n".join(
         [
             "import torch",
-            f"from transformers import {model_class}",
+            imports,
             "",
             "import peft_interp  # registers the method with PEFT",
             "from peft_interp.sharing import load_adapter",
             "",
-            f"base = {model_class}.from_pretrained({python_literal(base)})",
+            loading,
             f"model = load_adapter(base, {python_literal(repo_id)}).eval()",
             "explanation = model.explanation  # the contents of explanation.json",
         ]

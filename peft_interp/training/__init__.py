@@ -2,7 +2,9 @@
 
 * :class:`InterpTrainer` / :class:`TrainingArguments` — the training loop for every method, with atomic
   checkpoints and exact resume (:mod:`.checkpoint`);
-* :mod:`.data` — loading, checking and few-shot / base-to-novel splitting of image datasets.
+* :mod:`.data` — loading, checking and few-shot / base-to-novel splitting of image datasets;
+* :func:`compute_metrics` / :func:`logits_only` — accuracy with the stock ``transformers.Trainer``
+  (:mod:`.hf_trainer`).
 """
 
 from .data import (
@@ -13,6 +15,7 @@ from .data import (
     few_shot,
     load_image_dataset,
 )
+from .hf_trainer import compute_metrics, logits_only
 from .trainer import InterpTrainer, TrainerState, TrainingArguments, TrainOutput
 
 __all__ = [
@@ -24,6 +27,8 @@ __all__ = [
     "TrainerState",
     "TrainingArguments",
     "base_novel_classes",
+    "compute_metrics",
     "few_shot",
     "load_image_dataset",
+    "logits_only",
 ]
