@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, CLIPTokenizer
 
-from peft_interp.data.build_clip_tokenizer import (
+from scripts.build_clip_tokenizer import (
     CLIP_VOCAB_SIZE,
     NUM_MERGES,
     build_clip_tokenizer,

@@ -2,8 +2,9 @@
 
 `peft_interp/data/clip_tokenizer/` ships the `vocab.json` / `merges.txt` of OpenAI CLIP's BPE tokenizer (49,408
 tokens, context length 77), built from the `bpe_simple_vocab_16e6.txt.gz` file that `open_clip_torch` redistributes
-(OpenAI CLIP vocabulary, MIT License, Copyright (c) 2021 OpenAI; see `build_clip_tokenizer.py` and the folder's
-`LICENSE`). `transformers.CLIPTokenizer.from_pretrained(CLIP_TOKENIZER_DIR)` loads it without the Hub.
+(OpenAI CLIP vocabulary, MIT License, Copyright (c) 2021 OpenAI; see the repository's
+`scripts/build_clip_tokenizer.py` and the folder's `LICENSE`).
+`transformers.CLIPTokenizer.from_pretrained(CLIP_TOKENIZER_DIR)` loads it without the Hub.
 
 Token ids and text cleaning
 ---------------------------

@@ -6,9 +6,10 @@
   the label feature, duplicate class names (also up to case), unreadable images, image modes we cannot convert:
   each stops with a message naming the column/field/file and what was expected. An image folder with an empty class
   folder is refused (the builder would drop that class without a word); 16-bit images are scaled, not saturated.
-* :func:`few_shot` and :func:`base_novel_classes` / :func:`select_classes` — the CoOp protocol of
-  ``shared/specs/clip-prompting.md``: ``K`` images per class with a fixed seed; base = the first ``ceil(n / 2)``
-  sorted label ids, novel = the rest, each relabelled ``0..n'-1`` and evaluated as its own n'-way problem.
+* :func:`few_shot` and :func:`base_novel_classes` / :func:`select_classes` — the protocol of CoOp and CoCoOp (Zhou et
+  al., IJCV 2022 and CVPR 2022; public code KaiyangZhou/CoOp): ``K`` images per class with a fixed seed; base = the
+  first ``ceil(n / 2)`` sorted label ids, novel = the rest, each relabelled ``0..n'-1`` and evaluated as its own
+  n'-way problem.
 * :class:`ImageCollator` — examples -> ``{"pixel_values": (B, 3, S, S), "labels": (B,), ["attributes": B words]}``.
 """
 

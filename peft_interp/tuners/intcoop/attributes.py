@@ -104,8 +104,8 @@ class CaptionerAttributes:
         device: str | None = None,
         **kwargs,
     ) -> CaptionerAttributes:
-        """A BLIP-2 checkpoint answering greedily in at most ``max_new_tokens`` new tokens (the spec's default:
-        ``Salesforce/blip2-flan-t5-xl``, 5 tokens)."""
+        """A BLIP-2 checkpoint (the paper's captioner) answering greedily in at most ``max_new_tokens`` new tokens
+        (default ``Salesforce/blip2-flan-t5-xl``, 5 tokens)."""
         from transformers import AutoProcessor, Blip2ForConditionalGeneration
 
         processor = AutoProcessor.from_pretrained(name_or_path)

@@ -30,9 +30,9 @@ class IntCoOpConfig(ClipPromptConfig):
       file, ground truth or zero-shot CLIP, see :mod:`peft_interp.tuners.intcoop.attributes`).
 
     Loss: ``L_CE + attribute_loss_weight * L_attr + regularization_weight * L_reg``, ``L_reg`` keeping the learnt
-    prompts' text features close to hand-crafted ones (KgCoOp-style). Only the paper's abstract and summaries could
-    be read (``shared/specs/intcoop.md``): every choice the paper leaves open is a field below; the defaults are the
-    spec's first options.
+    prompts' text features close to hand-crafted ones (KgCoOp-style). Only the paper's abstract (arXiv 2406.13683)
+    and public summaries of it could be read, and the official code (Soumya1612-Rasha/IntCoOp) could not: every
+    choice the paper leaves open is a field below, and the defaults are our reading of the abstract.
 
     Args:
         class_names, template, num_context_tokens, context_init, tokenizer_name_or_path: see
@@ -70,7 +70,7 @@ class IntCoOpConfig(ClipPromptConfig):
         checkpoint_text_chunks (`bool`): Recompute each chunk's activations in the backward pass instead of
             keeping them (training memory bounded by one chunk instead of ``B x C`` prompts, ~30% more compute).
         explain_top_k (`int`): Words :meth:`~peft_interp.IntCoOpModel.explain` returns per image. 5.
-        learning_rate (`float`): 0.0035 (MaPLe-like SGD, the spec's guess; the paper's value is unverified).
+        learning_rate (`float`): 0.0035 (MaPLe-like SGD, our guess; the paper's value is unverified).
     """
 
     method_name = "intcoop"

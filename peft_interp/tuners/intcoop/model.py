@@ -225,7 +225,7 @@ class IntCoOpModel(ClipPromptTuner):
         return self._classify(batch)
 
     def training_recipe(self) -> TrainingRecipe:
-        """MaPLe-like SGD (the spec's inference; IntCoOp's own numbers are unverified): batch 4, 5 epochs."""
+        """MaPLe-like SGD (our guess; IntCoOp's own numbers are unverified): batch 4, 5 epochs."""
         return super().training_recipe().override(batch_size=4, epochs=5, source="MaPLe-like (unverified for IntCoOp)")
 
     # ------------------------------------------------------------------------------------------------ targets

@@ -11,11 +11,11 @@ vocabulary:
     id  49406          `<|startoftext|>`
     id  49407          `<|endoftext|>`
 
-for 49,408 tokens in all. The output is shipped in `peft_interp/data/clip_tokenizer/`, so this script only has to be
-re-run to rebuild those files:
+for 49,408 tokens in all. The output is shipped in `peft_interp/data/clip_tokenizer/`, so this build-time script
+(not part of the installed package) only has to be re-run, from the repository root, to rebuild those files:
 
     pip install --no-deps open_clip_torch   # --no-deps: its dependencies would pull a CUDA build of torch
-    python -m peft_interp.data.build_clip_tokenizer
+    python scripts/build_clip_tokenizer.py
 
 License / provenance: the BPE vocabulary and merges are OpenAI's CLIP vocabulary (https://github.com/openai/CLIP,
 MIT License, Copyright (c) 2021 OpenAI), as redistributed by open_clip (https://github.com/mlfoundations/open_clip,
@@ -32,7 +32,7 @@ from pathlib import Path
 
 
 BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
-DEFAULT_OUTPUT_DIR = Path(__file__).resolve().parent / "clip_tokenizer"
+DEFAULT_OUTPUT_DIR = Path(__file__).resolve().parents[1] / "peft_interp" / "data" / "clip_tokenizer"
 
 CLIP_VOCAB_SIZE = 49408
 NUM_BYTE_TOKENS = 256
