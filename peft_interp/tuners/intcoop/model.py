@@ -47,13 +47,12 @@ class IntCoOpBatch(ImageBatch):
 
     Args:
         image_embeds, labels: see :class:`~peft_interp.tuners.clip_prompt.ImageBatch`.
-        image_tokens: ``(B, N, P)`` keys of the context's attention (projected image tokens, or ``(B, 1, P)``, the
-            pooled feature, with ``attention_keys="pooled"``).
+        image_context: ``(B, M, D)`` the active adapter's context conditioned on each image, ``v_i(x)``.
         attribute_embeds: ``(B, D)`` the active adapter's predicted attribute embedding ``A(x)``.
         attributes: per image its attribute word (``None`` where it has none), or ``None`` when none were given.
     """
 
-    image_tokens: Optional[torch.Tensor] = None
+    image_context: Optional[torch.Tensor] = None
     attribute_embeds: Optional[torch.Tensor] = None
     attributes: Optional[list[Optional[str]]] = None
 
@@ -132,14 +131,12 @@ class IntCoOpModel(ClipPromptTuner):
     def _prompt_context(self, adapter_name: str, batch: IntCoOpBatch) -> torch.Tensor:
         """``(B, C, M + 1, D)``: the image-conditioned context then the attribute slot, the same for every class."""
         config: IntCoOpConfig = self.peft_config[adapter_name]
-        context = self.context_layer.context[adapter_name]  # (M, D)
-        conditioned, _ = self.intcoop_conditioner[adapter_name](context, batch.image_tokens)  # (B, M, D)
         predicted = batch.attribute_embeds  # (B, D)
         slot = predicted if config.classification_trains_attribute else predicted.detach()
         if self.training and config.attribute_slot_in_training == "label" and batch.attributes is not None:
             targets, has_label = self.attribute_targets(batch.attributes, adapter_name)
             slot = torch.where(has_label[:, None], targets.to(slot.dtype), slot)
-        prefix = torch.cat([conditioned, slot[:, None]], dim=1)  # (B, M + 1, D)
+        prefix = torch.cat([batch.image_context, slot[:, None]], dim=1)  # (B, M + 1, D)
         return prefix[:, None].expand(-1, len(config.class_names), -1, -1)
 
     def encode_text(self, prompts: PromptBatch, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -219,9 +216,12 @@ class IntCoOpModel(ClipPromptTuner):
         if attributes is not None and len(attributes) != len(pixel_values):
             raise ValueError(f"`attributes` has {len(attributes)} entries for {len(pixel_values)} images.")
         tokens, pooled = self.image_features(pixel_values)
+        batch = IntCoOpBatch(F.normalize(pooled, dim=-1), labels, attributes=_clean(attributes))
         adapter_name = self.active_adapter_in_use()
-        predicted = None if adapter_name is None else self.intcoop_attribute[adapter_name](pooled)  # (B, D)
-        batch = IntCoOpBatch(F.normalize(pooled, dim=-1), labels, tokens, predicted, _clean(attributes))
+        if adapter_name is not None:  # what the prompt hooks read: v_i(x) and A(x)
+            context = self.context_layer.context[adapter_name]  # (M, D)
+            batch.image_context, _ = self.intcoop_conditioner[adapter_name](context, tokens)  # (B, M, D)
+            batch.attribute_embeds = self.intcoop_attribute[adapter_name](pooled)  # (B, D)
         return self._classify(batch)
 
     def training_recipe(self) -> TrainingRecipe:
