@@ -25,11 +25,15 @@ from transformers import TrainingArguments as HFTrainingArguments
 
 from peft_interp import (
     AutoPeftModelForInterpretability,
+    CoCoOpConfig,
     CoOpConfig,
     DualViewMIConfig,
     IntCoOpConfig,
     IPLConfig,
     IVPTConfig,
+    KgCoOpConfig,
+    MaPLeConfig,
+    PromptSRCConfig,
     VPTDeepConfig,
 )
 from peft_interp.data import load_clip_tokenizer
@@ -67,6 +71,11 @@ METHODS = [
     Method("intcoop", make_clip, lambda: IntCoOpConfig(class_names=NAMES, visual_prompt_depth=1), make_deeper_clip,
            True),
     Method("dualview_mi", make_clip, lambda: DualViewMIConfig(class_names=NAMES), make_deeper_clip, True),
+    Method("cocoop", make_clip, lambda: CoCoOpConfig(class_names=NAMES), make_deeper_clip, True),
+    Method("kgcoop", make_clip, lambda: KgCoOpConfig(class_names=NAMES), make_deeper_clip, True),
+    Method("maple", make_clip, lambda: MaPLeConfig(class_names=NAMES, prompt_depth=2), make_deeper_clip, True),
+    Method("promptsrc", make_clip, lambda: PromptSRCConfig(class_names=NAMES, text_prompt_depth=2,
+                                                          vision_prompt_depth=2), make_deeper_clip, True),
 ]  # fmt: skip
 
 
@@ -184,7 +193,7 @@ def test_every_loading_route_refuses_another_base_model(method, tmp_path):
     with pytest.raises(ValueError, match=message):  # add_adapter
         other.add_adapter("added", saved_config)
     assert list(other.peft_config) == ["default"]  # nothing half-added
-    assert not any(".loaded" in name or ".added" in name for name, _ in other.named_parameters())
+    assert not any(".loaded" in name or ".added" in name for name in other.state_dict())
 
 
 # ----------------------------------------------------------------------------------------------- sharing

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from transformers import CLIPModel
 
+from ..clip_prompt.model import ImageBatch
 from ..coop.model import CoOpModel
 from ..recipe import COOP_RECIPE, TrainingRecipe
 from .config import CoCoOpConfig
@@ -50,23 +49,31 @@ class CoCoOpModel(CoOpModel):
     prefix = "cocoop_"
     shared_module_names = ("cocoop_meta_net",)
 
-    def inject_adapter(self, model, adapter_name: str, **kwargs: Any) -> None:
-        config: CoCoOpConfig = self.peft_config[adapter_name]
-        if isinstance(model, CLIPModel):  # the core raises a clear error otherwise
-            meta_net = MetaNet(model.config.projection_dim, model.config.text_config.hidden_size, config.meta_net_reduction)
-            self._add_shared_modules(adapter_name, {"cocoop_meta_net": meta_net}, next(model.parameters()).device)
-        super().inject_adapter(model, adapter_name, **kwargs)
+    def _adapter_modules(self, model, config: CoCoOpConfig, adapter_name: str):
+        """The core's token embedding and the meta-net as a shared module."""
+        if not isinstance(model, CLIPModel):
+            return super()._adapter_modules(model, config, adapter_name)  # raises a clear error
+        meta_net = MetaNet(model.config.projection_dim, model.config.text_config.hidden_size, config.meta_net_reduction)
+        layers, shared = super()._adapter_modules(model, config, adapter_name)
+        return layers, {**shared, "cocoop_meta_net": meta_net}
 
     def meta_net_bias(self, adapter_name: str, image_embeds: torch.Tensor) -> torch.Tensor:
         """``pi(x)`` ``(B, D)`` of normalised image features ``(B, P)``."""
         meta_net = self.cocoop_meta_net[adapter_name]
         return meta_net(image_embeds.to(meta_net.linear1.weight.dtype))
 
-    def _prompt_context(self, adapter_name: str, image_embeds: torch.Tensor) -> torch.Tensor:
+    def _prompt_context(self, adapter_name: str, batch: ImageBatch) -> torch.Tensor:
         """``(B, C, M, D)``: the shared context plus the image's meta-net bias, the same for every class."""
         context = self.context_layer.context[adapter_name]  # (M, D)
-        shifted = context[None] + self.meta_net_bias(adapter_name, image_embeds)[:, None]  # (B, M, D)
+        shifted = context[None] + self.meta_net_bias(adapter_name, batch.image_embeds)[:, None]  # (B, M, D)
         return shifted[:, None].expand(-1, len(self.peft_config[adapter_name].class_names), -1, -1)
+
+    def _encode_classes(
+        self, adapter_name: str, context: torch.Tensor, max_rows_per_call: int | None = None
+    ) -> torch.Tensor:
+        """As the core's, the ``B x C`` prompts in chunks of ``max_prompts_per_text_call`` rows."""
+        limit = max_rows_per_call or self.peft_config[adapter_name].max_prompts_per_text_call
+        return super()._encode_classes(adapter_name, context, limit)
 
     def training_recipe(self) -> TrainingRecipe:
         """SGD lr 0.002, cosine, 1 warm-up epoch at 1e-5, batch 1, 10 epochs (the paper's base-to-novel run)."""

@@ -76,16 +76,15 @@ class IPLModel(ClipPromptTuner):
             learner_cls = IPL_MODELS[config.context_learner]
         return super().__new__(learner_cls)
 
-    def inject_adapter(self, model, adapter_name: str, **kwargs) -> None:
-        config: IPLConfig = self.peft_config[adapter_name]
+    def _adapter_modules(self, model, config: IPLConfig, adapter_name: str):
+        """The context learner's modules and the token assignment as a shared module."""
         if config.context_learner != self.context_learner:
             raise ValueError(
                 f"This model's IPL adapters use `context_learner`={self.context_learner!r}; an adapter with "
                 f"{config.context_learner!r} needs a model of its own (get_peft_model on a fresh base model)."
             )
-        device = next(model.parameters()).device
-        self._add_shared_modules(adapter_name, {"ipl_assignment": TokenAssignment(config.num_context_tokens)}, device)
-        super().inject_adapter(model, adapter_name, **kwargs)
+        layers, shared = super()._adapter_modules(model, config, adapter_name)
+        return layers, {**shared, "ipl_assignment": TokenAssignment(config.num_context_tokens)}
 
     # ------------------------------------------------------------------------------------------------- selection
     def candidate_ids(self, adapter_name: str | None = None) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..clip_prompt.model import ClipPromptOutput
+from ..clip_prompt.model import ClipPromptOutput, ImageBatch
 from ..coop.model import CoOpModel
 from ..recipe import COOP_RECIPE, TrainingRecipe
 from .config import KgCoOpConfig
@@ -51,7 +51,9 @@ class KgCoOpModel(CoOpModel):
 
     prefix = "kgcoop_"
 
-    def _extra_losses(self, adapter_name: str, output: ClipPromptOutput) -> dict[str, tuple[float, torch.Tensor]]:
+    def _extra_losses(
+        self, adapter_name: str, output: ClipPromptOutput, batch: ImageBatch
+    ) -> dict[str, tuple[float, torch.Tensor]]:
         """``{"knowledge": (lambda, L_kg)}``."""
         config: KgCoOpConfig = self.peft_config[adapter_name]
         hand_crafted = self.zero_shot_text_features(config.class_names, config.template)  # (C, P)

@@ -172,16 +172,17 @@ class MaPLeModel(DeepPromptTuner):
     prefix = "maple_"
     shared_module_names = ("maple_prompts",)
 
-    def inject_adapter(self, model, adapter_name: str, **kwargs: Any) -> None:
-        config: MaPLeConfig = self.peft_config[adapter_name]
-        if isinstance(model, CLIPModel):  # the core raises a clear error otherwise
-            self.check_depth(model, config.prompt_depth, config.prompt_depth, ("prompt_depth", "prompt_depth"))
-            prompts = CoupledPrompts(
-                config.num_context_tokens, model.config.text_config.hidden_size,
-                model.config.vision_config.hidden_size, config.prompt_depth,
-            )  # fmt: skip
-            self._add_shared_modules(adapter_name, {"maple_prompts": prompts}, next(model.parameters()).device)
-        super().inject_adapter(model, adapter_name, **kwargs)
+    def _adapter_modules(self, model, config: MaPLeConfig, adapter_name: str):
+        """The core's token embedding and the deep text prompts and coupling functions as a shared module."""
+        if not isinstance(model, CLIPModel):
+            return super()._adapter_modules(model, config, adapter_name)  # raises a clear error
+        self.check_depth(model, config.prompt_depth, config.prompt_depth, ("prompt_depth", "prompt_depth"))
+        prompts = CoupledPrompts(
+            config.num_context_tokens, model.config.text_config.hidden_size,
+            model.config.vision_config.hidden_size, config.prompt_depth,
+        )  # fmt: skip
+        layers, shared = super()._adapter_modules(model, config, adapter_name)
+        return layers, {**shared, "maple_prompts": prompts}
 
     def deep_text_prompts(self, adapter_name: str) -> torch.Tensor:
         """``(J - 1, n, D)``."""

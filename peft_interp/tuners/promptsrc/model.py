@@ -57,16 +57,20 @@ class PromptSRCModel(DeepPromptTuner):
     prefix = "promptsrc_"
     shared_module_names = ("promptsrc_prompts", "promptsrc_gpa")
 
+    def _adapter_modules(self, model, config: PromptSRCConfig, adapter_name: str):
+        """The core's token embedding and the deep text and vision prompts as a shared module."""
+        if not isinstance(model, CLIPModel):
+            return super()._adapter_modules(model, config, adapter_name)  # raises a clear error
+        names = ("text_prompt_depth", "vision_prompt_depth")
+        self.check_depth(model, config.text_prompt_depth, config.vision_prompt_depth, names)
+        prompts = IndependentPrompts(
+            config.num_context_tokens, model.config.text_config.hidden_size, config.text_prompt_depth,
+            config.num_vision_tokens, model.config.vision_config.hidden_size, config.vision_prompt_depth,
+        )  # fmt: skip
+        layers, shared = super()._adapter_modules(model, config, adapter_name)
+        return layers, {**shared, "promptsrc_prompts": prompts}
+
     def inject_adapter(self, model, adapter_name: str, **kwargs: Any) -> None:
-        config: PromptSRCConfig = self.peft_config[adapter_name]
-        if isinstance(model, CLIPModel):  # the core raises a clear error otherwise
-            names = ("text_prompt_depth", "vision_prompt_depth")
-            self.check_depth(model, config.text_prompt_depth, config.vision_prompt_depth, names)
-            prompts = IndependentPrompts(
-                config.num_context_tokens, model.config.text_config.hidden_size, config.text_prompt_depth,
-                config.num_vision_tokens, model.config.vision_config.hidden_size, config.vision_prompt_depth,
-            )  # fmt: skip
-            self._add_shared_modules(adapter_name, {"promptsrc_prompts": prompts}, next(model.parameters()).device)
         super().inject_adapter(model, adapter_name, **kwargs)
         # the running GPA sum covers whatever prompt tensors the adapter has (sized once the context exists)
         num_values = sum(tensor.numel() for tensor in self._prompt_tensors(adapter_name))
