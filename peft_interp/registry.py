@@ -20,8 +20,8 @@ a task type; :class:`AutoPeftModelForInterpretability` is the auto class of ours
 from __future__ import annotations
 
 import enum
-from pathlib import Path
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,12 +86,6 @@ class PeftModelForInterpretability(PeftModel):
     def get_base_model(self):
         return self.base_model
 
-    def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
-        # Our adapters never change the base model's embedding matrices; PEFT's "auto" would look the base model's
-        # config up on the Hub to find out (a request per save, and a warning for the shipped backbones' names).
-        kwargs.setdefault("save_embedding_layers", False)
-        super().save_pretrained(save_directory, **kwargs)
-
     def forward(self, *args: Any, **kwargs: Any):
         # transformers.Trainer passes this hint for summed losses; our losses are batch means, so it is not needed.
         kwargs.pop("num_items_in_batch", None)
@@ -133,6 +127,9 @@ class PeftModelForInterpretability(PeftModel):
         if not safe_serialization:
             raise ValueError("safe_serialization=False: peft-interp adapters are saved as safetensors only (a pickled "
                              "adapter_model.bin could run code when loaded)")  # fmt: skip
+        # Our adapters never change the base model's embedding matrices; PEFT's "auto" would look the base model's
+        # config up on the Hub to find out (a request per save, and a warning for the shipped backbones' names).
+        kwargs.setdefault("save_embedding_layers", False)
         super().save_pretrained(save_directory, safe_serialization=True, selected_adapters=selected_adapters, **kwargs)
         if not kwargs.get("is_main_process", True):
             return

@@ -10,7 +10,6 @@ issue 15 ("fail loudly, lose nothing") shows the behaviour that used to go wrong
 from __future__ import annotations
 
 import errno
-import io
 import json
 import re
 import shutil
@@ -29,7 +28,7 @@ from transformers import Dinov2Model
 from peft_interp import CoOpConfig, DualViewMIConfig, IVPTConfig, VPTDeepConfig
 from peft_interp.cli import main
 from peft_interp.training import InterpTrainer, TrainingArguments
-from peft_interp.training.data import Columns, ImageTransform, dataset_class_names, load_image_dataset, validate_image_dataset
+from peft_interp.training.data import Columns, dataset_class_names, load_image_dataset, validate_image_dataset
 
 from .tiny_models import IMAGE_SIZE, make_backbone, make_clip
 
