@@ -115,7 +115,7 @@ def check_adapter_keys(model, adapter_name: str, saved: dict[str, torch.Tensor],
     """Raise if the file's tensors are not exactly the adapter's parameters (a missing one would stay random)."""
     from peft.utils import get_peft_model_state_dict
 
-    expected = get_peft_model_state_dict(model, adapter_name=adapter_name)
+    expected = get_peft_model_state_dict(model, adapter_name=adapter_name, save_embedding_layers=False)
     missing, extra = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
     if missing or extra:
         peft_type = model.peft_config[adapter_name].peft_type
