@@ -109,9 +109,7 @@ def _explain(label: str, context: dict, output_dir: Path, count: int = 6) -> Pat
 def _format(value, column: str) -> str:
     if value is None:
         return "—"
-    if column in ("base acc", "novel acc", "HM"):
-        return f"{100 * value:.1f}"
-    if column in ("consistency", "stability", "alignment"):
+    if column in ("base acc", "novel acc", "HM", "consistency", "stability", "alignment"):  # percent
         return f"{value:.1f}"
     if column == "trainable":
         return f"{value:,}"
@@ -175,7 +173,7 @@ def run_demo(output_dir: Path, steps: int | None = None, seed: int = 0) -> list[
             "level; VPT-deep: prompt-token similarity maps); alignment: share of concept-map mass in its best part"
         ),
         f"IPL's readable prompt: {readable!r}",
-        f"chance: {1 / len(visual['names']):.1%}",
+        f"chance: {100 / len(visual['names']):.1f}%; every accuracy-like figure is a percentage (0-100)",
     ]
     (output_dir / "results.json").write_text(json.dumps({"rows": rows, "notes": notes}, indent=2))
     index = _write_index(output_dir, rows, pages, notes)

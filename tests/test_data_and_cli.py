@@ -131,7 +131,7 @@ def test_train_evaluate_explain_from_the_command_line(tmp_path, capsys):
     batch = ImageCollator(ImageTransform(IMAGE_SIZE))([dataset[i] for i in range(len(dataset))])
     with torch.no_grad():
         expected = (model(pixel_values=batch["pixel_values"]).logits.argmax(-1) == batch["labels"]).float().mean()
-    assert metrics["accuracy"] == pytest.approx(expected.item())
+    assert metrics["accuracy"] == pytest.approx(100 * expected.item())  # percent
 
     main(["explain", "--adapter", str(adapter), *common, "--num-images", "2", "--output-dir", str(tmp_path / "ex")])
     page = (tmp_path / "ex" / "index.html").read_text()

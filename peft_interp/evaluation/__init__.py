@@ -3,9 +3,10 @@
 ``load_metric(name)`` loads one of :data:`METRIC_NAMES` from its script under ``metrics/<name>/<name>.py`` (a local
 path, so it works offline). Each supports ``add_batch`` / ``compute``:
 
-* ``accuracy`` — top-1 accuracy, ``{"accuracy"}`` in [0, 1].
+* ``accuracy`` — top-1 accuracy, ``{"accuracy"}`` in percent [0, 100] (every accuracy-like figure of
+  peft_interp is a percentage).
 * ``base_novel_accuracy`` — accuracy on base and novel classes (each its own n-way problem) and their harmonic
-  mean ``2BN / (B + N)`` (0 when both are 0): ``{"base", "novel", "hm"}``.
+  mean ``2BN / (B + N)`` (0 when both are 0): ``{"base", "novel", "hm"}``, in percent.
 * ``part_consistency`` — EvalProtoPNet consistency (Huang et al. 2023, "Evaluation and Improvement of
   Interpretability for Self-Explainable Part-Prototype Networks", code hqhQAQ/EvalProtoPNet): for every (class c,
   prototype j) unit, the frequency of each part in j's part vectors over the class-c images, divided by the number
