@@ -365,16 +365,24 @@ def batched_inputs(name):
         "part_consistency": {"part_vectors": vectors, "labels": labels, "part_visible": visible},
         "part_stability": {"part_vectors": vectors, "noisy_part_vectors": noisy, "labels": labels},
         "concept_alignment": {"part_mass": (generator.random((12, 4, 5)) / 5).tolist()},
+        "deletion_faithfulness": {
+            key: generator.normal(size=(12, 3)).tolist()
+            for key in ("concept_logit_drops", "random_logit_drops", "concept_contribution_drops",
+                        "random_contribution_drops")  # fmt: skip
+        },
     }[name]
+
+
+COMPUTE_KWARGS = {"deletion_faithfulness": {"fractions": [0.25, 0.5, 1.0]}}  # not per example
 
 
 @pytest.mark.parametrize("name", METRIC_NAMES)
 def test_add_batch_then_compute_equals_compute_on_everything(name):
     inputs = batched_inputs(name)
-    whole = metric(name).compute(**inputs)
+    whole = metric(name).compute(**inputs, **COMPUTE_KWARGS.get(name, {}))
     for start, stop in [(0, 5), (5, 6), (6, 12)]:
         metric(name).add_batch(**{key: values[start:stop] for key, values in inputs.items()})
-    batched = metric(name).compute()
+    batched = metric(name).compute(**COMPUTE_KWARGS.get(name, {}))
     assert batched.keys() == whole.keys()
     for key, value in whole.items():
         assert batched[key] == (value if isinstance(value, int) else pytest.approx(value, nan_ok=True)), key

@@ -101,6 +101,8 @@ class Explanation(ModelOutput):
         map_names: the ``N`` names of ``maps``.
         background: ``(B, h, w)`` the background map, when the method has one.
         contributions: ``(B, N)`` each map's concept's additive share of the predicted class's logit.
+        class_contributions: ``(B, C, N)`` each concept's additive share of every class's logit (``contributions``
+            is its slice at the predicted class); lets a faithfulness test follow one class while images change.
         prompt: the learnt text prompt read as words (CLIP prompt methods).
         image_notes: per image, extra text lines (e.g. predicted attribute words).
     """
@@ -111,6 +113,7 @@ class Explanation(ModelOutput):
     map_names: Optional[list[str]] = None
     background: Optional[torch.Tensor] = None
     contributions: Optional[torch.Tensor] = None
+    class_contributions: Optional[torch.Tensor] = None
     prompt: Optional[PromptExplanation] = None
     image_notes: Optional[list[list[str]]] = None
 

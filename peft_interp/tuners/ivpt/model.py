@@ -50,7 +50,8 @@ class IVPTExplanation(Explanation):
     ``(B,)``, ``maps`` ``(B, N, h, w)`` the final concept maps and ``background`` ``(B, h, w)`` the final
     background map, ``map_names`` the concept names (``config.concept_names``, set by :func:`name_concepts`),
     ``contributions`` ``(B, N)`` each concept's share of the predicted class's logit
-    (``concept_logits[b, pred, n] / N``; they sum to ``logits[b, pred]``). IVPT's own:
+    (``concept_logits[b, pred, n] / N``; they sum to ``logits[b, pred]``) and ``class_contributions``
+    ``(B, C, N)`` = ``concept_logits / N`` for every class. IVPT's own:
 
     Args:
         concept_logits: ``(B, C, N)``.
@@ -206,6 +207,7 @@ class IVPTModel(VisualPromptTuner):
             map_names=self.concept_names(),
             background=final_maps[:, -1],
             contributions=picked / num_concepts,
+            class_contributions=head.concept_logits / num_concepts,
             concept_logits=head.concept_logits,
             concept_maps=tuple(self._as_grid(m) for m in [r.grouped_maps for r in records] + [head.maps]),
             level_maps=tuple(self._as_grid(m) for m in [r.maps for r in records] + [head.maps]),
