@@ -4,6 +4,7 @@
 ``peft.PeftModel.from_pretrained`` accept their configs and saved adapters.
 """
 
+from .naming import name_concepts
 from .registry import INTERP_TASK_TYPE, PeftModelForInterpretability, register_method
 from .tuners import (
     CoCoOpConfig,
@@ -27,6 +28,7 @@ from .tuners import (
     VPTDeepConfig,
     VPTDeepModel,
 )
+from .tuners.explanation import Explanation
 
 __version__ = "0.1.0.dev0"
 
@@ -37,6 +39,7 @@ __all__ = [
     "CoOpModel",
     "DualViewMIConfig",
     "DualViewMIModel",
+    "Explanation",
     "IPLConfig",
     "IPLModel",
     "INTERP_TASK_TYPE",
@@ -53,5 +56,6 @@ __all__ = [
     "PromptSRCModel",
     "VPTDeepConfig",
     "VPTDeepModel",
+    "name_concepts",
     "register_method",
 ]
