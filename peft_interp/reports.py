@@ -390,3 +390,105 @@ def write_explanations(
     glossary = {term: GLOSSARY[term] for term in dict.fromkeys(report.terms)}
     summary = [f"method: {method}", *report.summary]
     return write_index(output_dir, title or f"{method} explanations", [("images", report.figures)], summary, glossary)
+
+
+# ------------------------------------------------------------------------------------------------------ galleries
+def concept_crop(image: np.ndarray, concept_map: torch.Tensor, size: int = 224, fraction: float = 0.1) -> np.ndarray:
+    """``(h, w, 3)`` float RGB: the square crop of the image around the concept's strongest ``fraction`` of patches
+    (their bounding box, one patch of margin), the rest of the crop kept as context.
+
+    Args:
+        image: ``(H, W, 3)`` uint8.
+        concept_map: ``(h, w)``.
+    """
+    from .evaluation.deletion import top_patch_masks
+    from .visualization import _square_pixels
+
+    grid_h, grid_w = concept_map.shape
+    rows, columns = top_patch_masks(concept_map[None, None].float(), fraction)[0, 0].nonzero(as_tuple=True)
+    top, bottom = max(int(rows.min()) - 1, 0), min(int(rows.max()) + 2, grid_h)
+    left, right = max(int(columns.min()) - 1, 0), min(int(columns.max()) + 2, grid_w)
+    pixels = _square_pixels(image, size) / 255.0
+    scale_y, scale_x = size / grid_h, size / grid_w
+    return pixels[round(top * scale_y) : round(bottom * scale_y), round(left * scale_x) : round(right * scale_x)]
+
+
+def explain_all(model: nn.Module, pixel_values: torch.Tensor, batch_size: int = 64) -> Explanation:
+    """The explanation of every image (batch by batch, eval mode): ``logits``, ``predictions``, ``maps`` and
+    ``contributions`` concatenated (the fields galleries read)."""
+    tuner = resolve_tuner(model)
+    parts = [explain_in_eval_mode(model, tuner, pixel_values[start : start + batch_size])
+             for start in range(0, len(pixel_values), batch_size)]  # fmt: skip
+
+    def joined(name: str):
+        values = [getattr(part, name) for part in parts]
+        return None if values[0] is None else torch.cat([value.float().cpu() for value in values])
+
+    return Explanation(
+        logits=joined("logits"),
+        predictions=torch.cat([part.predictions.cpu() for part in parts]),
+        maps=joined("maps"),
+        map_names=parts[0].map_names,
+        contributions=joined("contributions"),
+    )
+
+
+def write_concept_gallery(
+    model: nn.Module,
+    pixel_values: torch.Tensor,
+    images,
+    output_dir: str | Path,
+    labels: torch.Tensor | Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
+    top_k: int = 6,
+    title: str | None = None,
+) -> Path:
+    """Concept galleries, the way prototype papers show their prototypes ("this looks like that"): per concept,
+    ``concept_{n}.png`` with crops of the ``top_k`` images where its map peaks highest; per class (methods with
+    contributions), ``classes.png``: the mean contribution of each concept to the logit of the images predicted as
+    that class. Written with an ``index.html``; returns its path.
+
+    Args:
+        model: a ``PeftModel`` (or tuner) whose explanation has ``maps`` (IVPT, VPT-deep).
+        pixel_values: ``(N, 3, S, S)`` model inputs (a dataset split); ``images``: the same as ``(N, H, W, 3)`` uint8.
+        labels: ``N`` true classes, shown under the crops.
+    """
+    from .visualization import class_concept_figure, concept_gallery_figure
+
+    tuner = resolve_tuner(model)
+    if len(images) != len(pixel_values):
+        raise ValueError(f"`images` has {len(images)} images but `pixel_values` has {len(pixel_values)}.")
+    names = resolve_class_names(tuner, _num_classes(tuner), class_names)
+    shown = _display_images(images, len(images))
+    explanation = explain_all(model, pixel_values)
+    if explanation.maps is None:
+        raise ValueError(f"{type(tuner).__name__}'s explanations have no concept maps to make a gallery of.")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    concept_names = explanation.map_names or [f"concept {n}" for n in range(explanation.maps.shape[1])]
+    peaks = explanation.maps.flatten(2).max(dim=-1).values  # (N, K)
+    figures: list[Figure] = []
+    for n, concept in enumerate(concept_names):
+        best = peaks[:, n].topk(min(top_k, len(peaks))).indices.tolist()
+        crops = [concept_crop(shown[i], explanation.maps[i, n]) for i in best]
+        captions = [f"{names[int(labels[i])] if labels is not None else f'image {i}'}"[:22] + f"\npeak {peaks[i, n]:.2f}"
+                    for i in best]  # fmt: skip
+        save_figure(concept_gallery_figure(crops, captions, concept, concept_color(n)), output_dir / f"concept_{n}.png")
+        figures.append((f"concept_{n}.png", f"{concept}: the {len(best)} images where it fires most"))
+    sections: list[Section] = [("concepts", figures)]
+    terms = ["concept map"]
+    if explanation.contributions is not None:
+        table = np.zeros((len(names), len(concept_names)))
+        predicted = explanation.predictions.numpy()
+        for c in range(len(names)):
+            if (predicted == c).any():
+                table[c] = explanation.contributions[torch.as_tensor(predicted == c)].mean(dim=0).numpy()
+        figure = class_concept_figure(table, names, concept_names, "which concepts carry each class's decisions "
+                                      "(mean contribution over the images predicted as the class)")  # fmt: skip
+        save_figure(figure, output_dir / "classes.png")
+        sections.append(("classes", [("classes.png", "mean contribution of each concept, per predicted class")]))
+        terms.append("contribution")
+    glossary = {term: GLOSSARY[term] for term in terms}
+    glossary["peak"] = "the largest value of the concept's map on the image (0-1); crops are centred on its region."
+    summary = [f"method: {method_name(tuner)}", f"{len(pixel_values)} images", f"concepts: {', '.join(concept_names)}"]
+    return write_index(output_dir, title or f"{method_name(tuner)} concept gallery", sections, summary, glossary)

@@ -453,3 +453,53 @@ def save_figure(figure, path) -> None:
 
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def concept_gallery_figure(
+    crops: Sequence[np.ndarray], captions: Sequence[str], concept_name: str, color: np.ndarray, tile: float = 1.6
+):
+    """One row of image crops where a concept fires most ("this looks like that"), framed in the concept's colour.
+
+    Args:
+        crops: ``(h, w, 3)`` float RGB in [0, 1] each.
+        captions: one short line per crop (class, peak value).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(1, len(crops), figsize=(tile * len(crops), tile + 0.7), dpi=100,
+                                layout="constrained", squeeze=False)  # fmt: skip
+    for axis, crop, caption in zip(axes[0], crops, captions):
+        axis.imshow(crop)
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.set_xlabel(caption, fontsize=9)
+        for spine in axis.spines.values():
+            spine.set_edgecolor(color)
+            spine.set_linewidth(3)
+    figure.suptitle(f"where '{concept_name}' fires most", fontsize=11, x=0.01, ha="left")
+    return figure
+
+
+def class_concept_figure(values: np.ndarray, class_names: Sequence[str], concept_names: Sequence[str], title: str):
+    """A class x concept table of mean contributions, coloured on a symmetric blue-red scale, values printed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    height = 0.4 * len(class_names) + 1.6
+    width = max(1.1 * len(concept_names) + 0.25 * max(len(name) for name in class_names) / 2 + 2.0, 5.0)
+    figure, axis = plt.subplots(figsize=(width, height), dpi=100, layout="constrained")
+    limit = max(float(np.abs(values).max()), 1e-9)
+    image = axis.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    axis.set_xticks(range(len(concept_names)), labels=list(concept_names), fontsize=9, rotation=30, ha="right")
+    axis.set_yticks(range(len(class_names)), labels=list(class_names), fontsize=9)
+    for (row, column), value in np.ndenumerate(values):
+        axis.text(column, row, f"{value:+.2f}", ha="center", va="center", fontsize=8,
+                  color="white" if abs(value) > 0.6 * limit else "black")  # fmt: skip
+    axis.set_title(title, fontsize=10, loc="left")
+    figure.colorbar(image, ax=axis, label="mean contribution to the logit")
+    return figure

@@ -367,3 +367,32 @@ def test_inputs_are_checked(tmp_path, ivpt_model, images):
         write_explanations(ivpt_model, images, pictures().astype(np.float32), tmp_path)
     with pytest.raises(TypeError, match="peft-interp"):
         write_explanations(torch.nn.Linear(2, 2), images, pictures(), tmp_path)
+
+
+# -------------------------------------------------------------------------------------------------- galleries
+def test_concept_crop_boxes_the_strongest_patches_with_a_margin():
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    concept_map = torch.zeros(4, 4)
+    concept_map[1, 2] = 1.0
+    concept_map[2, 2] = 0.9
+    crop = reports.concept_crop(image, concept_map, size=8, fraction=0.125)  # 2 patches: (1, 2) and (2, 2)
+    assert crop.shape == (8, 6, 3)  # rows 0-3 (margin) x columns 1-3 (margin, clipped right), 2 px per patch
+
+
+def test_gallery_shows_each_concept_top_images_and_the_class_table(tmp_path, ivpt_model, images, labels):
+    ivpt_model.eval()
+    explanation = ivpt_model.explain(images)
+    with mock.patch.object(reports, "concept_crop", wraps=reports.concept_crop) as crop:
+        page = reports.write_concept_gallery(ivpt_model, images, pictures(), tmp_path, labels, CLASSES, top_k=2)
+    assert written_pngs(tmp_path) == {f"concept_{n}.png" for n in range(4)} | {"classes.png"}
+    peaks = explanation.maps.flatten(2).max(-1).values  # (4 images, 4 concepts)
+    shown = [call.args[1] for call in crop.call_args_list]  # the maps of the cropped images, concept by concept
+    for n in range(4):
+        best = peaks[:, n].topk(2).indices
+        for map_shown, i in zip(shown[2 * n : 2 * n + 2], best):
+            torch.testing.assert_close(map_shown, explanation.maps[i, n])
+    text = page.read_text()
+    assert "<h2>classes</h2>" in text and "<dt>peak</dt>" in text and "&lt;script&gt;" not in text  # names in PNGs
+    with pytest.raises(ValueError, match="no concept maps"):
+        reports.write_concept_gallery(get_peft_model(make_clip(), CoOpConfig(class_names=CLASSES)), images,
+                                      pictures(), tmp_path / "coop")  # fmt: skip
