@@ -133,6 +133,13 @@ def _format(value, column: str) -> str:
     return str(value)
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The demo table as Markdown (for the README, from a run's ``results.json``)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_format(row.get(column), column) for column in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def format_table(rows: list[dict]) -> str:
     cells = [[_format(row.get(column), column) for column in COLUMNS] for row in rows]
     widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(COLUMNS)]
