@@ -136,3 +136,13 @@ def test_corrupted_or_truncated_weights_give_a_clear_error(tmp_path):
     weights.write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match="not a valid safetensors file"):
         load_adapter(make_backbone("dinov2"), folder)
+
+
+def test_example_pictures_for_a_clip_method_follow_the_explanation_contract(tmp_path, images):
+    from peft_interp import IntCoOpConfig
+
+    model = get_peft_model(make_clip(), IntCoOpConfig(class_names=NAMES, visual_prompt_depth=2)).eval()
+    out = save_for_hub(model, tmp_path / "intcoop", example_pixels=images[:2])
+    assert sorted(p.name for p in (out / "examples").iterdir()) == ["image_0.png", "image_1.png"]
+    assert json.loads((out / "explanation.json").read_text())["examples"] == ["examples/image_0.png",
+                                                                              "examples/image_1.png"]  # fmt: skip
