@@ -199,8 +199,8 @@ def name_concepts(
         vectors = part_vectors(maps, keypoints, keypoints_visible, frame, scaled_box_half_size(frame))
         naming = name_from_part_vectors(vectors, keypoints_visible, part_names)
     else:
-        naming = _name_from_vocabulary(model, maps, vocabulary, clip_model, tokenizer,
-                                       pixel_values if clip_pixel_values is None else clip_pixel_values, template)  # fmt: skip
+        clip_inputs = pixel_values if clip_pixel_values is None else clip_pixel_values
+        naming = _name_from_vocabulary(model, maps, vocabulary, clip_model, tokenizer, clip_inputs, template)
     if store:
         tuner = _tuner(model)
         tuner.peft_config[tuner.active_adapters[0]].concept_names = list(naming.names)

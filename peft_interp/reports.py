@@ -145,8 +145,8 @@ def caption_lines(probabilities: torch.Tensor, class_names: Sequence[str], label
 
 
 def faithfulness_lines(tuner: InterpTuner, pixel_values: torch.Tensor, labels: Sequence[int] | None) -> list[str]:
-    """The decoded-prompt faithfulness on the explained images (:func:`peft_interp.metrics.decoded_prompt_faithfulness`),
-    as one line; a line saying why when it cannot be measured."""
+    """The decoded-prompt faithfulness on the explained images
+    (:func:`peft_interp.metrics.decoded_prompt_faithfulness`) as one line; a line saying why when it cannot be measured."""
     from .metrics import decoded_prompt_faithfulness
 
     if labels is None:
@@ -433,6 +433,13 @@ def explain_all(model: nn.Module, pixel_values: torch.Tensor, batch_size: int = 
     )
 
 
+def _short(text: str, width: int = 22) -> str:
+    """``text`` wrapped on at most two lines of ``width`` characters (``...`` when longer)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width, max_lines=2, placeholder="..."))
+
+
 def write_concept_gallery(
     model: nn.Module,
     pixel_values: torch.Tensor,
@@ -471,20 +478,21 @@ def write_concept_gallery(
     for n, concept in enumerate(concept_names):
         best = peaks[:, n].topk(min(top_k, len(peaks))).indices.tolist()
         crops = [concept_crop(shown[i], explanation.maps[i, n]) for i in best]
-        captions = [f"{names[int(labels[i])] if labels is not None else f'image {i}'}"[:22] + f"\npeak {peaks[i, n]:.2f}"
-                    for i in best]  # fmt: skip
+        shown_as = [names[int(labels[i])] if labels is not None else f"image {i}" for i in best]
+        captions = [f"{_short(name)}\npeak {peaks[i, n]:.2f}" for name, i in zip(shown_as, best)]
         save_figure(concept_gallery_figure(crops, captions, concept, concept_color(n)), output_dir / f"concept_{n}.png")
         figures.append((f"concept_{n}.png", f"{concept}: the {len(best)} images where it fires most"))
     sections: list[Section] = [("concepts", figures)]
     terms = ["concept map"]
     if explanation.contributions is not None:
-        table = np.zeros((len(names), len(concept_names)))
+        table = np.full((len(names), len(concept_names)), np.nan)  # NaN: no image predicted as the class
         predicted = explanation.predictions.numpy()
         for c in range(len(names)):
             if (predicted == c).any():
                 table[c] = explanation.contributions[torch.as_tensor(predicted == c)].mean(dim=0).numpy()
         figure = class_concept_figure(table, names, concept_names, "which concepts carry each class's decisions "
-                                      "(mean contribution over the images predicted as the class)")  # fmt: skip
+                                      "(mean contribution over the images predicted as the class; —: no image "
+                                      "predicted as the class)")  # fmt: skip
         save_figure(figure, output_dir / "classes.png")
         sections.append(("classes", [("classes.png", "mean contribution of each concept, per predicted class")]))
         terms.append("contribution")

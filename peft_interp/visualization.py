@@ -340,11 +340,18 @@ def _shown_maps(maps: torch.Tensor, limit: int = MAX_MAPS_SHOWN) -> list[int]:
     return sorted(maps.flatten(1).sum(1).topk(limit).indices.tolist())
 
 
+def _wrapped(text: str, width: int) -> str:
+    """Each line of ``text`` wrapped at ``width`` characters (long class names in figure titles)."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
+
+
 def _bar_panel(axis, names: Sequence[str], values: Sequence[float], colors, title: str, unit: str = "") -> None:
     """Horizontal bars, first name on top, each labelled with its value."""
     positions = np.arange(len(values))[::-1]
     axis.barh(positions, values, color=colors, edgecolor="#333333", linewidth=0.5)
-    axis.set_yticks(positions, labels=list(names))
+    axis.set_yticks(positions, labels=[_wrapped(name, 28) for name in names])
     axis.axvline(0, color="#333333", linewidth=0.8)
     span = max(max(abs(v) for v in values), 1e-9)
     for position, value in zip(positions, values):
@@ -352,7 +359,7 @@ def _bar_panel(axis, names: Sequence[str], values: Sequence[float], colors, titl
                   else f"{value:.1f}{unit}", va="center", ha="left" if value >= 0 else "right", fontsize=9)  # fmt: skip
     low, high = min(0.0, *values), max(0.0, *values)
     axis.set_xlim(low - 0.25 * span * (low < 0), high + 0.25 * span)
-    axis.set_title(title, fontsize=10, loc="left")
+    axis.set_title(_wrapped(title, 60), fontsize=10, loc="left")
     axis.spines[["top", "right"]].set_visible(False)
     axis.tick_params(labelsize=9)
 
@@ -401,7 +408,8 @@ def explanation_figure(
     picture.set_xticks([])
     picture.set_yticks([])
     color = {True: WRONG_COLOR, False: RIGHT_COLOR, None: "#333333"}[wrong]
-    picture.set_title(("WRONG: " if wrong else "") + header, fontsize=10, color=color, loc="left")
+    header = ("WRONG: " if wrong else "") + header
+    picture.set_title(_wrapped(header, 30), fontsize=9, color=color, loc="left")
     for spine in picture.spines.values():
         spine.set_edgecolor(color)
         spine.set_linewidth(4 if wrong else 1)
@@ -484,7 +492,8 @@ def concept_gallery_figure(
 
 
 def class_concept_figure(values: np.ndarray, class_names: Sequence[str], concept_names: Sequence[str], title: str):
-    """A class x concept table of mean contributions, coloured on a symmetric blue-red scale, values printed."""
+    """A class x concept table of mean contributions, coloured on a symmetric blue-red scale, values printed; NaN
+    rows (no data) are grey with a dash."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -493,13 +502,15 @@ def class_concept_figure(values: np.ndarray, class_names: Sequence[str], concept
     height = 0.4 * len(class_names) + 1.6
     width = max(1.1 * len(concept_names) + 0.25 * max(len(name) for name in class_names) / 2 + 2.0, 5.0)
     figure, axis = plt.subplots(figsize=(width, height), dpi=100, layout="constrained")
-    limit = max(float(np.abs(values).max()), 1e-9)
-    image = axis.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    limit = max(float(np.nanmax(np.abs(values))) if not np.isnan(values).all() else 0.0, 1e-9)
+    colormap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#dddddd")
+    image = axis.imshow(np.ma.masked_invalid(values), cmap=colormap, vmin=-limit, vmax=limit, aspect="auto")
     axis.set_xticks(range(len(concept_names)), labels=list(concept_names), fontsize=9, rotation=30, ha="right")
     axis.set_yticks(range(len(class_names)), labels=list(class_names), fontsize=9)
     for (row, column), value in np.ndenumerate(values):
-        axis.text(column, row, f"{value:+.2f}", ha="center", va="center", fontsize=8,
+        text = "—" if np.isnan(value) else f"{value:+.2f}"
+        axis.text(column, row, text, ha="center", va="center", fontsize=8,
                   color="white" if abs(value) > 0.6 * limit else "black")  # fmt: skip
-    axis.set_title(title, fontsize=10, loc="left")
-    figure.colorbar(image, ax=axis, label="mean contribution to the logit")
+    axis.set_title(_wrapped(title, 90), fontsize=10, loc="left")
+    figure.colorbar(image, ax=axis, label="mean contribution to the logit", fraction=0.04, shrink=0.6)
     return figure

@@ -96,7 +96,8 @@ def deletion_curves(
         concept_masks = top_patch_masks(intact.maps.float(), fraction)  # (B, N, h, w)
         logit_drops, contribution_drops = [], []
         for n in range(num_maps):
-            after_logits, after_contributions = _scores(explain(delete_patches(pixel_values, concept_masks[:, n], fill)), classes)
+            deleted = delete_patches(pixel_values, concept_masks[:, n], fill)
+            after_logits, after_contributions = _scores(explain(deleted), classes)
             logit_drops.append(logits - after_logits)
             if contributions is not None:
                 contribution_drops.append(contributions[:, n] - after_contributions[:, n])

@@ -113,6 +113,7 @@ class DeletionFaithfulness(evaluate.Metric):
             result[f"concept_{name}_auc"] = float(np.nanmean(concept_auc)) if known_rows(concept_auc) else np.nan
             result[f"random_{name}_auc"] = float(np.nanmean(random_auc)) if known_rows(random_auc) else np.nan
             known = ~(np.isnan(concept_auc) | np.isnan(random_auc))  # NaN rows: no contributions to follow
-            result[f"{name}_win_rate"] = 100.0 * float((concept_auc > random_auc)[known].mean()) if known.any() else np.nan
+            wins = (concept_auc > random_auc)[known]
+            result[f"{name}_win_rate"] = 100.0 * float(wins.mean()) if known.any() else np.nan
         result["num_rows"] = int(len(np.asarray(concept_logit_drops)))
         return result
