@@ -351,7 +351,7 @@ def _bar_panel(axis, names: Sequence[str], values: Sequence[float], colors, titl
     """Horizontal bars, first name on top, each labelled with its value."""
     positions = np.arange(len(values))[::-1]
     axis.barh(positions, values, color=colors, edgecolor="#333333", linewidth=0.5)
-    axis.set_yticks(positions, labels=[_wrapped(name, 28) for name in names])
+    axis.set_yticks(positions, labels=list(names))
     axis.axvline(0, color="#333333", linewidth=0.8)
     span = max(max(abs(v) for v in values), 1e-9)
     for position, value in zip(positions, values):
@@ -399,24 +399,29 @@ def explanation_figure(
     shown = _shown_maps(maps) if maps is not None else []
     names = _concept_names(map_names, maps.shape[0]) if maps is not None else []
     columns = max(4, len(shown)) if maps is not None else 3
-    rows = [2.9] + ([2.3] if maps is not None else []) + ([0.25 * len(notes) + 0.2] if notes else [])
-    figure = plt.figure(figsize=(2.3 * columns, sum(rows)), dpi=100, layout="constrained")
+    header = _wrapped(("WRONG: " if wrong else "") + header, 30)
+    labels = [_wrapped(name, 36) for name in bars[0]]
+    label_lines = sum(label.count("\n") + 1 for label in labels)
+    top = max(2.6 + 0.18 * (header.count("\n") + 1), 0.2 * label_lines + 1.0)
+    rows = [top] + ([2.3] if maps is not None else []) + ([0.25 * len(notes) + 0.2] if notes else [])
+    width = 2.3 * columns if maps is not None else 8.5
+    figure = plt.figure(figsize=(width, sum(rows)), dpi=100, layout="constrained")
     grid = figure.add_gridspec(len(rows), columns, height_ratios=rows)
-
-    picture = figure.add_subplot(grid[0, 0])
+    if maps is None:  # image and bars in sub-figures of their own, so long class names do not squeeze the image
+        left, right = figure.add_subfigure(grid[0, :]).subfigures(1, 2, width_ratios=[1, 2])
+        picture, bar_axis = left.add_subplot(), right.add_subplot()
+    else:
+        picture, bar_axis = figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[0, 2:])
     picture.imshow(_square_pixels(image, size) / 255.0)
     picture.set_xticks([])
     picture.set_yticks([])
     color = {True: WRONG_COLOR, False: RIGHT_COLOR, None: "#333333"}[wrong]
-    header = ("WRONG: " if wrong else "") + header
-    picture.set_title(_wrapped(header, 30), fontsize=9, color=color, loc="left")
+    picture.set_title(header, fontsize=9, color=color, loc="left")
     for spine in picture.spines.values():
         spine.set_edgecolor(color)
         spine.set_linewidth(4 if wrong else 1)
 
-    bar_start = 1
     if maps is not None:
-        bar_start = 2
         regions = concept_regions(maps, background, size)
         overlay = figure.add_subplot(grid[0, 1])
         overlay.imshow(overlay_pixels(image, regions))
@@ -446,8 +451,8 @@ def explanation_figure(
             axes.append(axis)
         figure.colorbar(heat, ax=axes, shrink=0.8, label="share of the patch")
 
-    names_, values, colors, title, unit = bars
-    _bar_panel(figure.add_subplot(grid[0, bar_start:]), names_, values, colors, title, unit)
+    _, values, colors, title, unit = bars
+    _bar_panel(bar_axis, labels, values, colors, title, unit)
     if notes:
         text = figure.add_subplot(grid[-1, :])
         text.axis("off")
