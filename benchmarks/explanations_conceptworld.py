@@ -7,8 +7,9 @@ On the shipped DINOv2 backbone, IVPT and VPT-deep are trained as in ``peft-inter
 
 * **naming** (:func:`peft_interp.name_concepts`): each concept map is named after the ground-truth part holding the
   largest mean share of its mass on the training images; *naming accuracy* = percentage of (held-out image, concept)
-  pairs whose map puts its largest share on the named part; *named share* = mean share of the map's mass on that part
-  in held-out images (100: all of it). VPT-deep's maps are its prompt-token similarity maps;
+  pairs whose map puts its largest share on the named part, next to the *one-name baseline* (naming every concept
+  after the part most maps land on); *named share* = mean share of the map's mass on that part in held-out images
+  (100: all of it). VPT-deep's maps are its prompt-token similarity maps;
 * **deletion** (:func:`peft_interp.evaluation.deletion_curves` and the ``deletion_faithfulness`` metric): each map's
   top 10 / 25 / 50 % patches are deleted (mean colour) and the drop of the predicted class's logit (IVPT also: of the
   concept's own contribution) is compared with deleting as many random patches; AUC = mean drop over the curve in
@@ -64,9 +65,12 @@ def measure(model, train_pixels, train_masks, test_pixels, test_masks, seed: int
         curves = deletion_curves(model.base_model.explain, test_pixels, DEFAULT_FRACTIONS, random_repeats=2,
                                  generator=torch.Generator().manual_seed(seed))  # fmt: skip
     deletion = load_metric("deletion_faithfulness").compute(**curves, fractions=list(DEFAULT_FRACTIONS))
+    largest = held_out.argmax(dim=-1)  # (I, N): the part holding most of each map's mass
+    majority = max((largest == k).float().mean().item() for k in range(len(PART_NAMES)))
     return {
         "names": naming.names,
         "naming accuracy": naming_accuracy(held_out, naming, PART_NAMES),
+        "majority part": 100 * majority,
         "named share": 100 * named_share,
         **deletion,
     }
@@ -102,7 +106,8 @@ def main() -> None:
           f"{len(train_pixels)} naming images, {len(test_pixels)} held-out images; deletion fractions "
           f"{', '.join(f'{100 * f:.0f}%' for f in DEFAULT_FRACTIONS)}\n")  # fmt: skip
     columns = [
-        ("accuracy", "acc %"), ("naming accuracy", "naming acc %"), ("named share", "named-part share %"),
+        ("accuracy", "acc %"), ("naming accuracy", "naming acc %"), ("majority part", "one-name baseline %"),
+        ("named share", "named-part share %"),
         ("concept_logit_auc", "logit drop: map"), ("random_logit_auc", "logit drop: random"),
         ("logit_win_rate", "logit win %"), ("concept_contribution_auc", "contribution drop: map"),
         ("random_contribution_auc", "contribution drop: random"), ("contribution_win_rate", "contribution win %"),

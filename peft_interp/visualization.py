@@ -359,7 +359,7 @@ def _bar_panel(axis, names: Sequence[str], values: Sequence[float], colors, titl
                   else f"{value:.1f}{unit}", va="center", ha="left" if value >= 0 else "right", fontsize=9)  # fmt: skip
     low, high = min(0.0, *values), max(0.0, *values)
     axis.set_xlim(low - 0.25 * span * (low < 0), high + 0.25 * span)
-    axis.set_title(_wrapped(title, 60), fontsize=10, loc="left")
+    axis.set_title(_wrapped(title, 45), fontsize=10, loc="left")
     axis.spines[["top", "right"]].set_visible(False)
     axis.tick_params(labelsize=9)
 
