@@ -4,6 +4,7 @@
 ``peft.PeftModel.from_pretrained`` accept their configs and saved adapters.
 """
 
+from .naming import name_concepts
 from .registry import (
     INTERP_TASK_TYPE,
     AutoPeftModelForInterpretability,
@@ -32,6 +33,7 @@ from .tuners import (
     VPTDeepConfig,
     VPTDeepModel,
 )
+from .tuners.explanation import Explanation
 
 __version__ = "0.1.0.dev0"
 
@@ -43,6 +45,7 @@ __all__ = [
     "CoOpModel",
     "DualViewMIConfig",
     "DualViewMIModel",
+    "Explanation",
     "IPLConfig",
     "IPLModel",
     "INTERP_TASK_TYPE",
@@ -59,5 +62,6 @@ __all__ = [
     "PromptSRCModel",
     "VPTDeepConfig",
     "VPTDeepModel",
+    "name_concepts",
     "register_method",
 ]

@@ -35,7 +35,7 @@ PROTOCOLS = ("base_to_novel", "few_shot", "cross_dataset", "domain_generalizatio
 CLIP_METHODS = ("zero_shot", "coop", "cocoop", "kgcoop", "maple", "promptsrc", "ipl", "intcoop", "dualview_mi")
 VISUAL_METHODS = ("ivpt", "vpt_deep")
 FEW_SHOTS = (1, 2, 4, 8, 16)
-FRACTIONS = ("accuracy", "base", "novel", "hm")  # metrics in [0, 1], shown in %; the part metrics already are
+FRACTIONS: tuple[str, ...] = ()  # metrics in [0, 1] to show in %: none, the evaluation runner gives percentages
 
 
 def suites() -> dict[str, tuple[str, ...]]:

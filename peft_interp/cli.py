@@ -334,12 +334,30 @@ def _checked_transform(model, args):
     return image_transform(model.base_model.model, args.image_size or saved)
 
 
+def explain_indices(model, dataset, transform, columns, args) -> list[int]:
+    """``--num-images`` rows spread over the classes by ``--seed`` (:func:`peft_interp.reports.sample_indices`);
+    with ``--misclassified`` only images the model gets wrong (one prediction pass over the split first)."""
+    from .reports import sample_indices
+
+    labels = dataset[columns.label]
+    predictions = None
+    if args.misclassified:
+        from .training.data import ImageCollator
+        from .training.evaluation import predict
+
+        predictions, _ = predict(model, dataset, ImageCollator(transform, columns), args.batch_size)
+    indices = sample_indices(labels, args.num_images, args.seed, predictions, misclassified=args.misclassified)
+    if not indices:
+        raise SystemExit(f"explain --misclassified: the model gets every image of {args.split!r} right; nothing to show")
+    return indices
+
+
 def explain_command(args) -> Path:
     model, _ = load_trained(args.adapter, args.model)
     transform = _checked_transform(model, args)
     dataset, names, columns = load_split(args, args.split, None, args.seed, transform.image_size)
     check_classes_match(json.loads((Path(args.adapter) / "adapter_config.json").read_text()), names, args.adapter)
-    rows = dataset.select(range(min(args.num_images, len(dataset))))
+    rows = dataset.select(explain_indices(model, dataset, transform, columns, args))
     index = explain_rows(model, rows, transform, args.output_dir, names, columns, args.title)
     print(f"explanations: {index}")
     return index
@@ -514,7 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  "ConceptWorld, or CUB with --dataset cub:FOLDER, scored on box crops)")  # fmt: skip
             command.add_argument("--output", default=None, help="also write the metrics to this JSON file")
         else:
-            command.add_argument("--num-images", type=int, default=6)
+            command.add_argument("--num-images", type=int, default=6,
+                                 help="images to explain, sampled across the classes by --seed")
+            command.add_argument("--misclassified", action="store_true",
+                                 help="explain only images the model gets wrong")  # fmt: skip
             command.add_argument("--output-dir", default="explanations")
             command.add_argument("--title", default=None)
     return parser

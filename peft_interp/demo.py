@@ -63,12 +63,25 @@ def _visual_rows(output_dir: Path, steps: int, seed: int) -> tuple[list[dict], d
     for label, method in VISUAL.items():
         config = method_config(method, names, {"image_size": transform.image_size})
         model, seconds = _train(load_default("dinov2"), config, train, transform, output_dir / "runs" / method, steps, seed)
+        if method == "ivpt":  # name the concepts after the ground-truth parts they cover on the training images
+            _name_concepts(model, train, transform)
         scores = evaluate_parts(model, test, collator, part_names=list(PART_NAMES))  # accuracy included
         rows.append({"method": label, "backbone": "DINOv2 (shipped)", "trainable": model.get_nb_trainable_parameters()[0],
                      "base acc": scores["accuracy"], "consistency": scores["consistency"],
                      "stability": scores["stability"], "alignment": scores["alignment"], "train s": seconds})  # fmt: skip
         models[label] = (model, scores)
     return rows, {"models": models, "test": test, "transform": transform, "names": names}
+
+
+def _name_concepts(model, train, transform) -> None:
+    from . import name_concepts
+    from .data import PART_NAMES
+    from .training.data import ImageCollator
+
+    rows = train.select_columns(["image", "label"])
+    pixels = ImageCollator(transform)([rows[i] for i in range(len(rows))])["pixel_values"]
+    masks = train.select_columns(["part_masks"]).with_format("torch")[:]["part_masks"].long()
+    name_concepts(model, pixels, part_masks=masks, part_names=PART_NAMES)
 
 
 def _text_rows(output_dir: Path, steps: int, seed: int) -> tuple[list[dict], dict]:
@@ -100,8 +113,10 @@ def _text_rows(output_dir: Path, steps: int, seed: int) -> tuple[list[dict], dic
 def _explain(label: str, context: dict, output_dir: Path, count: int = 6) -> Path:
     from .cli import explain_rows
 
+    from .reports import sample_indices
+
     model, _ = context["models"][label]
-    rows = context["test"].select(range(0, len(context["test"]), max(len(context["test"]) // count, 1))[:count])
+    rows = context["test"].select(sample_indices(context["test"]["label"], count, seed=0))
     return explain_rows(model, rows, context["transform"], output_dir / label.lower(), context["names"],
                         title=f"{label} on ConceptWorld")  # fmt: skip
 
@@ -109,15 +124,20 @@ def _explain(label: str, context: dict, output_dir: Path, count: int = 6) -> Pat
 def _format(value, column: str) -> str:
     if value is None:
         return "—"
-    if column in ("base acc", "novel acc", "HM"):
-        return f"{100 * value:.1f}"
-    if column in ("consistency", "stability", "alignment"):
+    if column in ("base acc", "novel acc", "HM", "consistency", "stability", "alignment"):  # percent
         return f"{value:.1f}"
     if column == "trainable":
         return f"{value:,}"
     if column == "train s":
         return f"{value:.0f}"
     return str(value)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The demo table as Markdown (for the README, from a run's ``results.json``)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_format(row.get(column), column) for column in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict]) -> str:
@@ -175,7 +195,7 @@ def run_demo(output_dir: Path, steps: int | None = None, seed: int = 0) -> list[
             "level; VPT-deep: prompt-token similarity maps); alignment: share of concept-map mass in its best part"
         ),
         f"IPL's readable prompt: {readable!r}",
-        f"chance: {1 / len(visual['names']):.1%}",
+        f"chance: {100 / len(visual['names']):.1f}%; every accuracy-like figure is a percentage (0-100)",
     ]
     (output_dir / "results.json").write_text(json.dumps({"rows": rows, "notes": notes}, indent=2))
     index = _write_index(output_dir, rows, pages, notes)

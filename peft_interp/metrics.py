@@ -21,6 +21,13 @@ import torch
 import torch.nn.functional as F
 
 
+def _tuner(model):
+    """The tuner of a ``PeftModel``, or ``model`` itself when it is the tuner."""
+    from peft import PeftModel
+
+    return model.base_model if isinstance(model, PeftModel) else model
+
+
 @dataclass
 class PromptReadability:
     readable_fraction: float  # share of context vectors whose nearest vocabulary token is a readable word
@@ -31,7 +38,7 @@ class PromptReadability:
 @torch.no_grad()
 def prompt_readability(model, adapter_name: str | None = None) -> PromptReadability:
     """Readability of the shared context of a CLIP prompt tuner (a ``PeftModel`` or its tuner)."""
-    tuner = getattr(model, "base_model", model)
+    tuner = _tuner(model)
     readable = tuner.readable_vocabulary(adapter_name)
     nearest = tuner.decode_context(adapter_name)  # over the whole vocabulary
     is_readable = torch.isin(nearest.token_ids, readable.to(nearest.token_ids.device))
@@ -80,7 +87,7 @@ def decoded_prompt_faithfulness(
     from .tuners.cocoop.model import CoCoOpModel
     from .tuners.intcoop.model import IntCoOpModel
 
-    tuner = getattr(model, "base_model", model)
+    tuner = _tuner(model)
     adapter_name = adapter_name or tuner.active_adapters[0]
     if hasattr(tuner, "explain_prompt"):
         decoding = tuner.explain_prompt(adapter_name)

@@ -95,7 +95,8 @@ class PeftModelForInterpretability(PeftModel):
             return self.base_model(*args, **kwargs)
 
     def explain(self, *args: Any, **kwargs: Any):
-        """The active adapter's explanation of its decisions (see the tuner's ``explain``)."""
+        """The active adapter's explanation of its decisions on ``pixel_values``: a
+        :class:`~peft_interp.tuners.explanation.Explanation` (or a method's subclass of it), for every method."""
         self._check_inputs(kwargs.get("pixel_values", args[0] if args else None), None)
         return self.base_model.explain(*args, **kwargs)
 

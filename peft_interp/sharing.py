@@ -6,7 +6,7 @@ An adapter folder written by :func:`save_for_hub` (and uploaded by :func:`push_a
     adapter_config.json          PEFT's config (class names, readable prompt, ... live here too)
     adapter_model.safetensors    the weights
     explanation.json             what the adapter explains: concepts / readable prompt, class names, metrics
-    examples/*.png               example explanations (concept maps), when images were given
+    examples/*.png               example explanations (one picture per image), when images were given
     README.md                    a model card rendered from ``model_cards/adapter.md``, with Hub metadata
 
 :func:`load_explanation` reads ``explanation.json`` without any weights; :func:`load_adapter` checks the weights
@@ -138,9 +138,9 @@ def save_for_hub(
     Args:
         model: a ``PeftModel`` of a peft-interp method.
         repo_id: the Hub repository the card's snippets refer to (default: the folder name).
-        metrics: evaluation results, e.g. ``{"accuracy": 0.91}`` (become model-index entries on the card).
+        metrics: evaluation results, in percent, e.g. ``{"accuracy": 91.0}`` (become model-index entries on the card).
         dataset: name or Hub id of the evaluation dataset.
-        example_pixels: ``(B, 3, S, S)`` model inputs to explain in ``examples/`` (IVPT: concept maps);
+        example_pixels: ``(B, 3, S, S)`` model inputs to explain in ``examples/`` (every method: one picture per image);
             ``example_images``: the same images as ``(B, S, S, 3)`` uint8 for display.
     """
     save_directory = Path(save_directory)
@@ -150,7 +150,7 @@ def save_for_hub(
     config = model.peft_config[adapter_name]
     explanation = tuner.explanation_metadata(adapter_name)
     explanation["metrics"] = {name: float(f"{value:.6g}") for name, value in (metrics or {}).items()}
-    if example_pixels is not None and hasattr(tuner, "explain"):
+    if example_pixels is not None:
         explanation["examples"] = _write_examples(model, save_directory, example_pixels, example_images)
     (save_directory / EXPLANATION_FILE).write_text(json.dumps(explanation, indent=2, default=_jsonable))
     card = render_model_card(config, explanation, repo_id or save_directory.name, dataset, license, training_notes)
@@ -165,21 +165,19 @@ def _jsonable(value: Any):
 
 
 def _write_examples(model, folder: Path, pixels: torch.Tensor, images) -> list[str]:
-    from .visualization import concept_map_panel, stack_panels
+    """``examples/image_{i}.png``: the explanation of each example image, drawn as on the explanation pages (class
+    and prediction, concept maps with their legend, score bars); returns the paths relative to ``folder``."""
+    import numpy as np
 
-    model.eval()
-    explanation = model.explain(pixels)
-    if getattr(explanation, "concept_maps", None) is None:  # e.g. IntCoOp's explanation: words, no maps
-        return []
-    names = model.peft_config[model.active_adapter].concept_names
-    shown = images if images is not None else _display_images(pixels)
-    panels = [
-        concept_map_panel(shown[i], explanation.concept_maps[-1][i], names, explanation.contributions[i].tolist())
-        for i in range(len(pixels))
-    ]
+    from .reports import _num_classes, explain_in_eval_mode, explanation_report, resolve_class_names
+
+    tuner = model.base_model
+    explanation = explain_in_eval_mode(model, tuner, pixels)
+    shown = np.asarray(images) if images is not None else _display_images(pixels)
+    names = resolve_class_names(tuner, _num_classes(tuner), None)
     (folder / "examples").mkdir(exist_ok=True)
-    stack_panels(panels).save(folder / "examples" / "concept_maps.png")
-    return ["examples/concept_maps.png"]
+    report = explanation_report(tuner, explanation, pixels, shown, None, names, folder / "examples")
+    return [f"examples/{filename}" for filename, _ in report.figures]
 
 
 def _display_images(pixels: torch.Tensor):

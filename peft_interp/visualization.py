@@ -272,3 +272,250 @@ def concept_score_chart(
             draw.text((axis - length - 3 - text_font.getlength(text), text_y), text, fill=TEXT_COLOR, font=text_font)
     draw.line([axis, top, axis, top + step * len(scores) - 1], fill=TEXT_COLOR, width=1)
     return chart
+
+
+# ================================================================================================ matplotlib figures
+# One picture per explained image (:func:`explanation_figure`): the image, the concepts drawn on it, one map per
+# concept on a fixed colour scale, and the score bars, with real fonts at the size they are shown.
+
+# Okabe & Ito's colour-blind-safe palette (without black), then more saturated colours. The image under the
+# concepts is shown in light grey, so no concept colour can be confused with a colour of the image.
+CONCEPT_COLORS = (
+    "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#7F3C8D", "#11A579", "#3969AC",
+    "#F2B701", "#E73F74",
+)  # fmt: skip
+WRONG_COLOR = "#C0392B"
+RIGHT_COLOR = "#1E8449"
+MAX_MAPS_SHOWN = 8  # per-concept maps drawn per image (the ones with the most mass when there are more)
+
+
+def concept_color(index: int) -> np.ndarray:
+    """``(3,)`` float RGB in [0, 1] of concept ``index`` (the same colour in every figure of every page)."""
+    hex_code = CONCEPT_COLORS[index % len(CONCEPT_COLORS)]
+    return np.array([int(hex_code[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.float32) / 255
+
+
+def muted_image(image: np.ndarray, size: int) -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> ``(size, size, 3)`` float in [0.35, 0.95]: the image as light grey (luma), so that
+    concept colours drawn on it stay distinct from the image's own colours."""
+    pixels = _square_pixels(image, size) / 255.0
+    luma = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.repeat((0.35 + 0.6 * luma)[..., None], 3, axis=-1)
+
+
+def concept_regions(maps: torch.Tensor, background: torch.Tensor | None, size: int) -> np.ndarray:
+    """``(size, size)`` int: per pixel the concept with the largest (bilinearly upsampled) map value, ``-1`` where the
+    background map is larger than every concept.
+
+    Args:
+        maps: ``(N, h, w)`` concept maps.
+        background: ``(h, w)`` background map, or ``None`` (every pixel belongs to a concept).
+    """
+    stacked = maps if background is None else torch.cat([maps, background[None]])
+    labels = _upsample(stacked.float().cpu(), size).argmax(0)
+    if background is not None:
+        labels = np.where(labels == maps.shape[0], -1, labels)
+    return labels
+
+
+def overlay_pixels(image: np.ndarray, regions: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """``(S, S, 3)`` float RGB: the muted image, each concept's region filled with its colour at ``alpha``;
+    background pixels (``-1``) keep the muted image.
+
+    Args:
+        image: ``(H, W, 3)`` uint8.
+        regions: ``(S, S)`` int from :func:`concept_regions`.
+    """
+    pixels = muted_image(image, regions.shape[0])
+    for index in np.unique(regions[regions >= 0]):
+        inside = regions == index
+        pixels[inside] = (1 - alpha) * pixels[inside] + alpha * concept_color(int(index))
+    return pixels
+
+
+def _shown_maps(maps: torch.Tensor, limit: int = MAX_MAPS_SHOWN) -> list[int]:
+    """Indices of the maps to draw: all of them, or the ``limit`` with the largest mass, in index order."""
+    if maps.shape[0] <= limit:
+        return list(range(maps.shape[0]))
+    return sorted(maps.flatten(1).sum(1).topk(limit).indices.tolist())
+
+
+def _wrapped(text: str, width: int) -> str:
+    """Each line of ``text`` wrapped at ``width`` characters (long class names in figure titles)."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
+
+
+def _bar_panel(axis, names: Sequence[str], values: Sequence[float], colors, title: str, unit: str = "") -> None:
+    """Horizontal bars, first name on top, each labelled with its value."""
+    positions = np.arange(len(values))[::-1]
+    axis.barh(positions, values, color=colors, edgecolor="#333333", linewidth=0.5)
+    axis.set_yticks(positions, labels=list(names))
+    axis.axvline(0, color="#333333", linewidth=0.8)
+    span = max(max(abs(v) for v in values), 1e-9)
+    for position, value in zip(positions, values):
+        axis.text(value + (0.02 if value >= 0 else -0.02) * span, position, f"{value:+.2f}{unit}" if not unit
+                  else f"{value:.1f}{unit}", va="center", ha="left" if value >= 0 else "right", fontsize=9)  # fmt: skip
+    low, high = min(0.0, *values), max(0.0, *values)
+    axis.set_xlim(low - 0.25 * span * (low < 0), high + 0.25 * span)
+    axis.set_title(_wrapped(title, 45), fontsize=10, loc="left")
+    axis.spines[["top", "right"]].set_visible(False)
+    axis.tick_params(labelsize=9)
+
+
+def explanation_figure(
+    image: np.ndarray,
+    header: str,
+    wrong: bool | None,
+    bars: tuple[list[str], list[float], list, str, str],
+    maps: torch.Tensor | None = None,
+    map_names: Sequence[str] | None = None,
+    background: torch.Tensor | None = None,
+    notes: Sequence[str] = (),
+    size: int = 224,
+):
+    """One matplotlib figure for one image: the image (title ``header``, red frame and "WRONG" when ``wrong``),
+    and, when ``maps`` are given, the concepts drawn on the image (filled regions with outlines and a legend) and
+    one map per concept on a shared 0-1 colour scale; then the bars; then ``notes``.
+
+    Args:
+        image: ``(H, W, 3)`` uint8.
+        header: e.g. ``"true: cat\\npredicted: dog (81.2%)"``.
+        wrong: ``True`` marks the image as misclassified, ``None`` when the true class is unknown.
+        bars: ``(names, values, colours, title, unit)``; ``unit="%"`` prints values as percentages.
+        maps: ``(N, h, w)`` concept maps in [0, 1] (share of each patch given to the concept).
+        background: ``(h, w)`` background map.
+
+    Returns:
+        A ``matplotlib.figure.Figure`` (close it after saving).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.patches import Patch
+
+    shown = _shown_maps(maps) if maps is not None else []
+    names = _concept_names(map_names, maps.shape[0]) if maps is not None else []
+    columns = max(4, len(shown)) if maps is not None else 3
+    header = _wrapped(("WRONG: " if wrong else "") + header, 30)
+    labels = [_wrapped(name, 36) for name in bars[0]]
+    label_lines = sum(label.count("\n") + 1 for label in labels)
+    top = max(2.6 + 0.18 * (header.count("\n") + 1), 0.2 * label_lines + 1.0)
+    rows = [top] + ([2.3] if maps is not None else []) + ([0.25 * len(notes) + 0.2] if notes else [])
+    width = 2.3 * columns if maps is not None else 8.5
+    figure = plt.figure(figsize=(width, sum(rows)), dpi=100, layout="constrained")
+    grid = figure.add_gridspec(len(rows), columns, height_ratios=rows)
+    if maps is None:  # image and bars in sub-figures of their own, so long class names do not squeeze the image
+        left, right = figure.add_subfigure(grid[0, :]).subfigures(1, 2, width_ratios=[1, 2])
+        picture, bar_axis = left.add_subplot(), right.add_subplot()
+    else:
+        picture, bar_axis = figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[0, 2:])
+    picture.imshow(_square_pixels(image, size) / 255.0)
+    picture.set_xticks([])
+    picture.set_yticks([])
+    color = {True: WRONG_COLOR, False: RIGHT_COLOR, None: "#333333"}[wrong]
+    picture.set_title(header, fontsize=9, color=color, loc="left")
+    for spine in picture.spines.values():
+        spine.set_edgecolor(color)
+        spine.set_linewidth(4 if wrong else 1)
+
+    if maps is not None:
+        regions = concept_regions(maps, background, size)
+        overlay = figure.add_subplot(grid[0, 1])
+        overlay.imshow(overlay_pixels(image, regions))
+        for index in np.unique(regions[regions >= 0]):
+            overlay.contour(regions == index, levels=[0.5], colors=[concept_color(int(index))], linewidths=2)
+        overlay.set_xticks([])
+        overlay.set_yticks([])
+        overlay.set_title("concepts on the image", fontsize=10, loc="left")
+        handles = [Patch(facecolor=concept_color(n), edgecolor="#333333", label=names[n]) for n in range(len(names))]
+        if background is not None:
+            handles.append(Patch(facecolor="#cccccc", edgecolor="#333333", label="background (no fill)"))
+        overlay.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, -0.02), fontsize=8, frameon=False,
+                       ncols=2 if len(handles) > 4 else 1)  # fmt: skip
+        upsampled = _upsample(maps.float().cpu(), size)
+        axes = []
+        map_grid = grid[1, :].subgridspec(1, columns)
+        for column, n in enumerate(shown):
+            axis = figure.add_subplot(map_grid[0, column])
+            axis.imshow(muted_image(image, size))
+            heat = axis.imshow(upsampled[n], cmap="magma", vmin=0, vmax=1, alpha=0.75)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            axis.set_title(f"map: {names[n]}", fontsize=10, color="#111111", loc="left")
+            for spine in axis.spines.values():
+                spine.set_edgecolor(concept_color(n))
+                spine.set_linewidth(3)
+            axes.append(axis)
+        figure.colorbar(heat, ax=axes, shrink=0.8, label="share of the patch")
+
+    _, values, colors, title, unit = bars
+    _bar_panel(bar_axis, labels, values, colors, title, unit)
+    if notes:
+        text = figure.add_subplot(grid[-1, :])
+        text.axis("off")
+        text.text(0, 1, "\n".join(notes), va="top", ha="left", fontsize=9, family="monospace")
+    return figure
+
+
+def save_figure(figure, path) -> None:
+    """Save a matplotlib figure as PNG and free it."""
+    from matplotlib import pyplot as plt
+
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def concept_gallery_figure(
+    crops: Sequence[np.ndarray], captions: Sequence[str], concept_name: str, color: np.ndarray, tile: float = 1.6
+):
+    """One row of image crops where a concept fires most ("this looks like that"), framed in the concept's colour.
+
+    Args:
+        crops: ``(h, w, 3)`` float RGB in [0, 1] each.
+        captions: one short line per crop (class, peak value).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(1, len(crops), figsize=(tile * len(crops), tile + 0.7), dpi=100,
+                                layout="constrained", squeeze=False)  # fmt: skip
+    for axis, crop, caption in zip(axes[0], crops, captions):
+        axis.imshow(crop)
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.set_xlabel(caption, fontsize=9)
+        for spine in axis.spines.values():
+            spine.set_edgecolor(color)
+            spine.set_linewidth(3)
+    figure.suptitle(f"where '{concept_name}' fires most", fontsize=11, x=0.01, ha="left")
+    return figure
+
+
+def class_concept_figure(values: np.ndarray, class_names: Sequence[str], concept_names: Sequence[str], title: str):
+    """A class x concept table of mean contributions, coloured on a symmetric blue-red scale, values printed; NaN
+    rows (no data) are grey with a dash."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    height = 0.4 * len(class_names) + 1.6
+    width = max(1.1 * len(concept_names) + 0.25 * max(len(name) for name in class_names) / 2 + 2.0, 5.0)
+    figure, axis = plt.subplots(figsize=(width, height), dpi=100, layout="constrained")
+    limit = max(float(np.nanmax(np.abs(values))) if not np.isnan(values).all() else 0.0, 1e-9)
+    colormap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#dddddd")
+    image = axis.imshow(np.ma.masked_invalid(values), cmap=colormap, vmin=-limit, vmax=limit, aspect="auto")
+    axis.set_xticks(range(len(concept_names)), labels=list(concept_names), fontsize=9, rotation=30, ha="right")
+    axis.set_yticks(range(len(class_names)), labels=list(class_names), fontsize=9)
+    for (row, column), value in np.ndenumerate(values):
+        text = "—" if np.isnan(value) else f"{value:+.2f}"
+        axis.text(column, row, text, ha="center", va="center", fontsize=8,
+                  color="white" if abs(value) > 0.6 * limit else "black")  # fmt: skip
+    axis.set_title(_wrapped(title, 90), fontsize=10, loc="left")
+    figure.colorbar(image, ax=axis, label="mean contribution to the logit", fraction=0.04, shrink=0.6)
+    return figure

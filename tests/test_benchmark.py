@@ -76,8 +76,8 @@ def test_base_to_novel_table_and_resume_after_an_interruption(setup, tmp_path):
                                "ucf101/seed2.json"]  # fmt: skip
     # the table from the unit results, by hand: mean (population std) over seeds in %, HM of the means
     for dataset in ("oxford_pets", "ucf101"):
-        base = [100 * results[f"{dataset}/seed{s}.json"]["base"] for s in (1, 2)]
-        novel = [100 * results[f"{dataset}/seed{s}.json"]["novel"] for s in (1, 2)]
+        base = [results[f"{dataset}/seed{s}.json"]["base"] for s in (1, 2)]
+        novel = [results[f"{dataset}/seed{s}.json"]["novel"] for s in (1, 2)]
         row = full["datasets"][dataset]["all"]
         assert row["base"]["mean"] == pytest.approx(np.mean(base)) and row["base"]["std"] == pytest.approx(np.std(base))
         assert row["hm"]["mean"] == pytest.approx(harmonic_mean(np.mean(base), np.mean(novel)))
@@ -142,7 +142,7 @@ def test_cross_dataset_scores_the_imagenet_prompt_on_each_target(setup, tmp_path
     accuracy = evaluate_accuracy(model, target, ImageCollator(ImageTransform(28, CLIP_MEAN, CLIP_STD)))["accuracy"]
     assert results["imagenet_a/seed1.json"]["accuracy"] == pytest.approx(accuracy)
     assert table["average"]["all"]["accuracy"] == pytest.approx(
-        100 * np.mean([results["imagenet_a/seed1.json"]["accuracy"], results["imagenetv2/seed1.json"]["accuracy"]]))
+        np.mean([results["imagenet_a/seed1.json"]["accuracy"], results["imagenetv2/seed1.json"]["accuracy"]]))
     header = (tmp_path / "table.md").read_text().splitlines()[2]
     assert header == "| source: ImageNet | ImageNetA | ImageNetV2 | average |"
 
@@ -154,7 +154,7 @@ def test_parts_protocol_ivpt_on_cub(setup, tmp_path):
     table = run_benchmark(cfg)
     (result,) = units(tmp_path, "parts").values()
     assert {"accuracy", "consistency", "stability"} <= set(result) and "alignment" not in result
-    assert 0 <= result["accuracy"] <= 1 and 0 <= result["consistency"] <= 100 and 0 <= result["stability"] <= 100
+    assert 0 <= result["accuracy"] <= 100 and 0 <= result["consistency"] <= 100 and 0 <= result["stability"] <= 100
     assert "| dataset | accuracy | consistency | stability |" in (tmp_path / "table.md").read_text()
     assert table["datasets"]["cub"]["all"]["consistency"]["mean"] == pytest.approx(result["consistency"])
     # `peft-interp evaluate --parts` on CUB scores the same box crops

@@ -131,12 +131,24 @@ def test_train_evaluate_explain_from_the_command_line(tmp_path, capsys):
     batch = ImageCollator(ImageTransform(IMAGE_SIZE))([dataset[i] for i in range(len(dataset))])
     with torch.no_grad():
         expected = (model(pixel_values=batch["pixel_values"]).logits.argmax(-1) == batch["labels"]).float().mean()
-    assert metrics["accuracy"] == pytest.approx(expected.item())
+    assert metrics["accuracy"] == pytest.approx(100 * expected.item())  # percent
 
     main(["explain", "--adapter", str(adapter), *common, "--num-images", "2", "--output-dir", str(tmp_path / "ex")])
     page = (tmp_path / "ex" / "index.html").read_text()
     pictures = sorted(p.name for p in (tmp_path / "ex").glob("*.png"))
     assert len(pictures) == 2 and all(name in page for name in pictures)
+    assert "true: cat" in page and "true: dog" in page  # sampled across the classes of a folder sorted by class
+
+    wrong = int((model(pixel_values=batch["pixel_values"]).logits.argmax(-1) != batch["labels"]).sum())
+    arguments = ["explain", "--adapter", str(adapter), *common, "--num-images", "12", "--misclassified",
+                 "--output-dir", str(tmp_path / "wrong")]  # fmt: skip
+    if wrong == 0:
+        with pytest.raises(SystemExit, match="gets every image"):
+            main(arguments)
+    else:
+        main(arguments)
+        page = (tmp_path / "wrong" / "index.html").read_text()
+        assert page.count('<figure class="wrong">') == wrong == len(list((tmp_path / "wrong").glob("*.png")))
 
 
 def test_help_explains_the_commands(capsys):

@@ -35,25 +35,25 @@ def metric(name):
 
 
 def test_accuracy_counts_matching_predictions():
-    assert metric("accuracy").compute(predictions=[0, 1, 2, 2], references=[0, 1, 1, 2]) == {"accuracy": 0.75}
+    assert metric("accuracy").compute(predictions=[0, 1, 2, 2], references=[0, 1, 1, 2]) == {"accuracy": 75.0}
 
 
 def test_base_novel_accuracy_is_per_split_with_harmonic_mean():
-    # base: 3 of 4 right -> 0.75; novel: 1 of 2 right -> 0.5; HM = 2 * 0.75 * 0.5 / 1.25 = 0.6
+    # base: 3 of 4 right -> 75%; novel: 1 of 2 right -> 50%; HM = 2 * 75 * 50 / 125 = 60%
     result = metric("base_novel_accuracy").compute(
         predictions=[0, 1, 2, 0, 5, 5],
         references=[0, 1, 2, 1, 5, 4],
         splits=["base", "base", "base", "base", "novel", "novel"],
     )
-    assert result["base"] == 0.75 and result["novel"] == 0.5
-    assert result["hm"] == pytest.approx(0.6)
+    assert result["base"] == 75.0 and result["novel"] == 50.0
+    assert result["hm"] == pytest.approx(60.0)
 
 
 def test_base_novel_harmonic_mean_is_zero_when_both_are_zero_and_nan_for_a_missing_split():
     both_wrong = metric("base_novel_accuracy").compute(predictions=[1, 1], references=[0, 0], splits=["base", "novel"])
     assert both_wrong == {"base": 0.0, "novel": 0.0, "hm": 0.0}
     base_only = metric("base_novel_accuracy").compute(predictions=[0], references=[0], splits=["base"])
-    assert base_only["base"] == 1.0 and math.isnan(base_only["novel"]) and math.isnan(base_only["hm"])
+    assert base_only["base"] == 100.0 and math.isnan(base_only["novel"]) and math.isnan(base_only["hm"])
     with pytest.raises(ValueError, match="'base' or 'novel'"):
         metric("base_novel_accuracy").compute(predictions=[0], references=[0], splits=["old"])
 
@@ -365,16 +365,24 @@ def batched_inputs(name):
         "part_consistency": {"part_vectors": vectors, "labels": labels, "part_visible": visible},
         "part_stability": {"part_vectors": vectors, "noisy_part_vectors": noisy, "labels": labels},
         "concept_alignment": {"part_mass": (generator.random((12, 4, 5)) / 5).tolist()},
+        "deletion_faithfulness": {
+            key: generator.normal(size=(12, 3)).tolist()
+            for key in ("concept_logit_drops", "random_logit_drops", "concept_contribution_drops",
+                        "random_contribution_drops")  # fmt: skip
+        },
     }[name]
+
+
+COMPUTE_KWARGS = {"deletion_faithfulness": {"fractions": [0.25, 0.5, 1.0]}}  # not per example
 
 
 @pytest.mark.parametrize("name", METRIC_NAMES)
 def test_add_batch_then_compute_equals_compute_on_everything(name):
     inputs = batched_inputs(name)
-    whole = metric(name).compute(**inputs)
+    whole = metric(name).compute(**inputs, **COMPUTE_KWARGS.get(name, {}))
     for start, stop in [(0, 5), (5, 6), (6, 12)]:
         metric(name).add_batch(**{key: values[start:stop] for key, values in inputs.items()})
-    batched = metric(name).compute()
+    batched = metric(name).compute(**COMPUTE_KWARGS.get(name, {}))
     assert batched.keys() == whole.keys()
     for key, value in whole.items():
         assert batched[key] == (value if isinstance(value, int) else pytest.approx(value, nan_ok=True)), key

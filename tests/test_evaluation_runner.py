@@ -42,7 +42,7 @@ def test_evaluate_parts_equals_the_metrics_applied_by_hand(conceptworld):
     noisy_vectors = part_vectors(noisy.prototype_maps, keypoints, visible, IMAGE_SIZE, box).tolist()
     labels = batch["labels"].tolist()
     expected = {
-        "accuracy": (clean.logits.argmax(-1) == batch["labels"]).float().mean().item(),
+        "accuracy": 100 * (clean.logits.argmax(-1) == batch["labels"]).float().mean().item(),
         **load_metric("part_consistency").compute(part_vectors=vectors, labels=labels, part_visible=visible.tolist()),
         **load_metric("part_stability").compute(part_vectors=vectors, noisy_part_vectors=noisy_vectors, labels=labels),
         **load_metric("concept_alignment").compute(
@@ -75,7 +75,7 @@ def test_base_to_novel_scores_each_split_over_its_own_names_and_restores_the_bas
         model.base_model.set_class_names(["car", "tree"])
         novel_hits = model(pixel_values=batch["pixel_values"][2:]).logits.argmax(-1) == batch["labels"][2:]
         model.base_model.set_class_names(["cat", "dog"])
-    base, novel = base_hits.float().mean().item(), novel_hits.float().mean().item()
+    base, novel = 100 * base_hits.float().mean().item(), 100 * novel_hits.float().mean().item()
     assert results["base"] == pytest.approx(base) and results["novel"] == pytest.approx(novel)
     assert results["hm"] == pytest.approx(2 * base * novel / (base + novel) if base + novel else 0.0)
     assert model.peft_config["default"].class_names == ["cat", "dog"]

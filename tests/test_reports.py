@@ -20,19 +20,23 @@ from peft_interp import (
 )
 from peft_interp.data import load_clip_tokenizer
 from peft_interp.reports import (
-    prediction_lines,
-    prompt_lines,
-    readable_prompt,
+    caption_lines,
+    sample_indices,
     write_explanations,
     write_index,
 )
+from peft_interp.tuners.explanation import Explanation
 from peft_interp.visualization import (
     BACKGROUND,
     PALETTE,
     captioned_figure,
+    concept_color,
     concept_overlay,
+    concept_regions,
     concept_score_chart,
     font,
+    muted_image,
+    overlay_pixels,
     wrap_text,
 )
 
@@ -155,125 +159,205 @@ def test_captioned_figure_keeps_aspect_and_writes_text_below():
     assert (pixels[50:] < 128).any()  # dark text under it
 
 
-# ----------------------------------------------------------------------------------------------- caption text
-def test_prediction_lines_list_true_class_then_top_k_best_first():
-    lines = prediction_lines(torch.tensor([0.1, 0.6, 0.05, 0.25]), ["a", "b", "c", "d"], label=2)
-    assert lines == ["true: c", "1. b: 60.0%", "2. d: 25.0%", "3. a: 10.0%"]
-    assert prediction_lines(torch.tensor([0.3, 0.7]), ["a", "b"]) == ["1. b: 70.0%", "2. a: 30.0%"]
+# ----------------------------------------------------------------------------------------- matplotlib pictures
+def test_concept_regions_take_the_largest_map_and_leave_background_unfilled():
+    maps = torch.zeros(2, 2, 2)
+    maps[0, 0, 0], maps[1, 0, 1] = 0.9, 0.8  # top row: concept 0 left, concept 1 right
+    background = torch.zeros(2, 2)
+    background[1] = 0.95  # bottom row: background
+    regions = concept_regions(maps, background, size=2)
+    assert regions.tolist() == [[0, 1], [-1, -1]]
+    image = np.zeros((2, 2, 3), dtype=np.uint8)
+    image[..., 0] = 255  # pure red: muted to grey 0.35 + 0.6 * 0.299
+    pixels = overlay_pixels(image, regions, alpha=0.5)
+    grey = 0.35 + 0.6 * 0.299
+    np.testing.assert_allclose(muted_image(image, 2), np.full((2, 2, 3), grey), atol=1e-3)
+    np.testing.assert_allclose(pixels[0, 0], 0.5 * grey + 0.5 * concept_color(0), atol=1e-3)
+    np.testing.assert_allclose(pixels[0, 1], 0.5 * grey + 0.5 * concept_color(1), atol=1e-3)
+    np.testing.assert_allclose(pixels[1, 0], [grey] * 3, atol=1e-3)  # background keeps the muted image
+    assert len({tuple(concept_color(n)) for n in range(12)}) == 12  # distinct colours
 
 
-def test_coop_prompt_lines_are_the_decoded_readable_prompt():
+# ----------------------------------------------------------------------------------------------- sampling
+def test_sampling_spreads_over_classes_by_seed():
+    labels = [0] * 10 + [1] * 10 + [2] * 10  # an image folder sorted by class
+    picked = sample_indices(labels, 6, seed=0)
+    assert sorted(labels[i] for i in picked) == [0, 0, 1, 1, 2, 2]
+    assert len(set(picked)) == 6
+    assert sample_indices(labels, 6, seed=0) == picked
+    assert sample_indices(labels, 6, seed=1) != picked
+    assert sorted(sample_indices(labels, 100, seed=0)) == list(range(30))  # all of them when fewer exist
+    unbalanced = sample_indices([0] * 10 + [1], 3, seed=0)
+    assert 10 in unbalanced  # the class with one image gets it
+
+
+def test_sampling_misclassified_only():
+    labels = [0, 0, 1, 1, 2, 2]
+    predictions = [0, 1, 1, 0, 2, 0]  # wrong: indices 1, 3, 5
+    assert sorted(sample_indices(labels, 6, seed=3, predictions=predictions, misclassified=True)) == [1, 3, 5]
+    with pytest.raises(ValueError, match="one prediction per label"):
+        sample_indices(labels, 2, misclassified=True)
+    with pytest.raises(ValueError, match="at least 1"):
+        sample_indices(labels, 0)
+
+
+# ------------------------------------------------------------------------------------------ prompts as words
+def test_an_unchanged_context_reads_as_itself_short_words_included():
+    model = get_peft_model(make_clip(), CoOpConfig(class_names=CLASSES, context_init="a photo of a"))
+    prompt = model.explain(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)).prompt
+    assert prompt.readable.tokens == ["a", "photo", "of", "a"] and prompt.readable.prompt == "a photo of a {}."
+    torch.testing.assert_close(prompt.readable.similarities, torch.ones(4))
+    lines = prompt.lines()
+    assert lines[0] == "readable prompt (nearest whole words): a photo of a [class]."
+    assert lines[1] == "  similarity per word: a 1.00, photo 1.00, of 1.00, a 1.00"
+    assert any(line.startswith("similarity = cosine") for line in lines)  # the one-line meaning
+    metadata = model.base_model.explanation_metadata()
+    assert metadata["readable_prompt"] == "a photo of a {}."
+    assert metadata["context_similarities"] == pytest.approx([1.0] * 4)
+
+
+def test_nearest_tokens_are_shown_beside_the_readable_words_when_they_differ():
     model = get_peft_model(make_clip(), CoOpConfig(class_names=CLASSES))
     set_context_to_words(model, CONTEXT_WORDS)
     tuner = model.base_model
-    lines = prompt_lines(tuner)
-    decoded = tuner.decode_context(candidate_ids=tuner.readable_vocabulary())
-    assert lines[0] == f"prompt: {readable_prompt(decoded)}" == "prompt: fluffy small striped animal [class]."
-    assert lines[1].startswith("word cosine: fluffy 1.00, small 1.00")
+    piece = load_clip_tokenizer().convert_tokens_to_ids("ing")  # a word piece: no whole word
+    with torch.no_grad():
+        tuner.context_layer.context["default"][1] = tuner.context_layer.weight[piece]
+    prompt = tuner.prompt_explanation()
+    assert prompt.nearest.tokens == ["fluffy", "ing", "striped", "animal"]
+    assert prompt.readable.tokens[0] == "fluffy" and prompt.readable.tokens[1] != "ing"
+    lines = prompt.lines()
+    assert "nearest tokens (nearest tokens of the whole vocabulary): fluffy ing striped animal [class]." in lines
 
 
-def test_class_specific_prompt_lines_decode_each_class_context():
+def test_class_specific_contexts_read_per_class():
     model = get_peft_model(make_clip(), CoOpConfig(class_names=["cat", "dog"], class_specific_context=True))
     set_context_to_words(model, CONTEXT_WORDS, row=0)
-    set_context_to_words(model, ["happy", "brown", "running", "puppy"], row=1)
-    assert prompt_lines(model.base_model) == [
+    set_context_to_words(model, ["a", "brown", "running", "puppy"], row=1)
+    assert model.base_model.prompt_explanation().lines() == [
         "cat: fluffy small striped animal cat.",
-        "dog: happy brown running puppy dog.",
+        "dog: a brown running puppy dog.",
     ]
 
 
-def test_ipl_and_dualview_prompt_lines_use_their_explanations():
+def test_ipl_shows_its_selected_words_beside_the_nearest_tokens_and_dualview_its_views():
     ipl = get_peft_model(make_clip(), IPLConfig(class_names=["cat", "dog", "owl"])).base_model
-    assert prompt_lines(ipl)[0] == f"prompt: {readable_prompt(ipl.explain_prompt())}"
+    prompt = ipl.prompt_explanation()
+    assert prompt.readable.prompt == ipl.explain_prompt().prompt and prompt.readable.how == "IPL's selected words"
+    assert prompt.nearest.tokens == ipl.decode_context().tokens
 
     dual = get_peft_model(make_clip(), DualViewMIConfig(class_names=["cat", "dog", "owl"])).base_model
     views = dual.explain_views()
-    lines = prompt_lines(dual)
-    assert lines[0] == f"prompt: {readable_prompt(views.context)}"
-    assert f"mean view similarity (soft vs hand-crafted): {views.view_similarity.mean():.3f}" in lines
-    assert f"MI lower bound: {views.mi_lower_bound:.3f} nats" in lines
+    notes = dual.prompt_explanation().notes
+    assert notes == [
+        f"mean view similarity (soft vs hand-crafted, cosine): {views.view_similarity.mean():.3f}",
+        f"MI lower bound between the views: {views.mi_lower_bound:.3f} nats",
+    ]
 
 
-# --------------------------------------------------------------------------------------------------------- html
-def test_index_escapes_text_and_links_the_figures(tmp_path):
-    sections = [("<b>images</b>", [("image_0.png", "true: <script>alert(1)</script>\n1. cat: 90.0%")])]
-    path = write_index(tmp_path, "birds & <cats>", sections, summary=["prompt: a <i>photo</i> of [class]."])
-    page = path.read_text()
-    assert path == tmp_path / "index.html"
+# ---------------------------------------------------------------------------------------- explanation contract
+METHOD_MODELS = [
+    ("ivpt", lambda: get_peft_model(make_backbone("dinov2"), IVPTConfig(num_classes=3))),
+    ("vpt_deep", lambda: get_peft_model(make_backbone("dinov2"), VPTDeepConfig(num_classes=3))),
+    ("coop", lambda: get_peft_model(make_clip(), CoOpConfig(class_names=CLASSES))),
+    ("ipl", lambda: get_peft_model(make_clip(), IPLConfig(class_names=CLASSES))),
+    ("intcoop", lambda: get_peft_model(make_clip(), IntCoOpConfig(class_names=CLASSES, visual_prompt_depth=2))),
+    ("dualview_mi", lambda: get_peft_model(make_clip(), DualViewMIConfig(class_names=CLASSES))),
+]
+
+
+@pytest.mark.parametrize("method, build", METHOD_MODELS, ids=[m for m, _ in METHOD_MODELS])
+def test_every_method_explains_through_the_peft_model(method, build, images):
+    model = build().eval()
+    explanation = model.explain(images)
+    assert isinstance(explanation, Explanation)
+    with torch.no_grad():
+        torch.testing.assert_close(explanation.logits, model(pixel_values=images).logits)
+    torch.testing.assert_close(explanation.predictions, explanation.logits.argmax(-1))
+    visual = method in ("ivpt", "vpt_deep")
+    assert (explanation.maps is not None) == visual and (explanation.prompt is not None) == (not visual)
+    if visual:
+        assert explanation.maps.shape[:2] == (4, len(explanation.map_names))
+    if method == "ivpt":  # contributions sum to the predicted logit
+        picked = explanation.logits.gather(1, explanation.predictions[:, None])[:, 0]
+        torch.testing.assert_close(explanation.contributions.sum(-1), picked)
+        torch.testing.assert_close(explanation.maps.sum(1) + explanation.background, torch.ones(4, 4, 4))
+
+
+# ------------------------------------------------------------------------------------------------ whole pages
+def test_caption_lines_list_true_class_then_top_k_in_percent():
+    lines = caption_lines(torch.tensor([0.1, 0.6, 0.05, 0.25]), ["a", "b", "c", "d"], label=2)
+    assert lines == ["true: c", "1. b: 60.0%", "2. d: 25.0%", "3. a: 10.0%"]
+
+
+def test_index_escapes_text_enlarges_on_click_and_ends_with_the_glossary(tmp_path):
+    sections = [("<b>images</b>", [("image_0.png", "WRONG\ntrue: <script>alert(1)</script>"), ("image_1.png", "ok")])]
+    page = write_index(tmp_path, "birds & <cats>", sections, ["prompt: a <i>photo</i>"], {"logit": "a <score>"})
+    page = page.read_text()
     assert "<script>" not in page and "<b>images" not in page and "<i>photo" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "birds &amp; &lt;cats&gt;" in page
-    assert image_sources(page) == ["image_0.png"]
-    assert captions(page) == [["true: <script>alert(1)</script>", "1. cat: 90.0%"]]
+    assert image_sources(page) == ["image_0.png", "image_0.png", "image_1.png", "image_1.png"]  # figure + enlarged
+    assert '<a href="#enlarged-0">' in page and 'id="enlarged-0"' in page and ".lightbox:target" in page
+    assert page.count('<figure class="wrong">') == 1
+    assert "<dt>logit</dt><dd>a &lt;score&gt;</dd>" in page
 
 
-# ------------------------------------------------------------------------------------------------ whole reports
 @pytest.fixture
 def ivpt_model():
     return get_peft_model(make_backbone("dinov2"), IVPTConfig(num_classes=3, concept_names=["a", "b", "c", "d"]))
 
 
-def test_ivpt_report_lists_exactly_its_figures_and_escapes_class_names(tmp_path, ivpt_model, images, labels):
+def test_ivpt_page_has_one_picture_per_image_marks_wrong_ones_and_restores_modes(tmp_path, ivpt_model, images):
     ivpt_model.train()
     modes = [module.training for module in ivpt_model.modules()]
+    ivpt_model.eval()
+    predictions = ivpt_model.explain(images[:3]).predictions.tolist()
+    ivpt_model.train()
+    labels = [predictions[0], (predictions[1] + 1) % 3, predictions[2]]  # the second image is misclassified
     path = write_explanations(ivpt_model, images, pictures(), tmp_path, labels, CLASSES, max_images=3)
     page = path.read_text()
-    expected = {f"image_{i}_{kind}.png" for i in range(3) for kind in ("concepts", "scores")}
-    assert written_pngs(tmp_path) == expected
-    assert sorted(image_sources(page)) == sorted(expected)
-    assert all((tmp_path / source).is_file() for source in image_sources(page))
+    assert written_pngs(tmp_path) == {"image_0.png", "image_1.png", "image_2.png"}
+    assert [caption[0] == "WRONG" for caption in captions(page)] == [False, True, False]
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "method: ivpt" in page and "concepts: a, b, c, d" in page
-    assert [module.training for module in ivpt_model.modules()] == modes  # train mode restored
+    assert "<dt>contribution</dt>" in page and "<dt>concept map</dt>" in page and "<dt>WRONG</dt>" in page
+    assert [module.training for module in ivpt_model.modules()] == modes
 
 
-def test_ivpt_scores_chart_draws_the_explanation_contributions(tmp_path, ivpt_model, images, labels):
+def test_the_picture_draws_what_the_explanation_holds(tmp_path, ivpt_model, images, labels):
     ivpt_model.eval()
     explanation = ivpt_model.explain(images[:2])
-    with mock.patch.object(reports, "concept_score_chart", wraps=reports.concept_score_chart) as chart:
+    with mock.patch.object(reports, "explanation_figure", wraps=reports.explanation_figure) as figure:
         write_explanations(ivpt_model, images, pictures(), tmp_path, labels, max_images=2)
-    assert chart.call_count == 2
-    for i, call in enumerate(chart.call_args_list):
-        torch.testing.assert_close(call.args[0], explanation.contributions[i])
-        assert call.args[1] == ["a", "b", "c", "d"]
-        predicted = int(explanation.predictions[i])
-        assert call.kwargs["title"].startswith(f"concept contributions to 'class {predicted}'")
+    for i, call in enumerate(figure.call_args_list):
+        names, values, _, title, unit = call.args[3]
+        assert names == ["a", "b", "c", "d"] and unit == ""
+        assert values == pytest.approx(explanation.contributions[i].tolist())
+        assert title.startswith(f"contributions to the logit of 'class {int(explanation.predictions[i])}'")
+        torch.testing.assert_close(call.kwargs["maps"], explanation.maps[i])
+        torch.testing.assert_close(call.kwargs["background"], explanation.background[i])
+
+    # the same tuner with an explanation that holds no maps gets probability bars only: chosen by the explanation
+    plain = Explanation(logits=explanation.logits, predictions=explanation.predictions)
+    with mock.patch.object(type(ivpt_model.base_model), "explain", return_value=plain):
+        with mock.patch.object(reports, "explanation_figure", wraps=reports.explanation_figure) as figure:
+            page = write_explanations(ivpt_model, images, pictures(), tmp_path / "plain", labels, max_images=2)
+    probabilities = explanation.logits.softmax(-1)
+    for i, call in enumerate(figure.call_args_list):
+        assert call.kwargs["maps"] is None and call.args[3][4] == "%"
+        assert call.args[3][1][0] == pytest.approx(100 * probabilities[i].max().item())
+    assert "<dt>contribution</dt>" not in page.read_text()
 
 
-def test_coop_report_writes_the_prompt_figure_and_top3_captions(tmp_path, images, labels):
-    model = get_peft_model(make_clip(), CoOpConfig(class_names=CLASSES)).eval()
-    set_context_to_words(model, CONTEXT_WORDS)
-    with torch.no_grad():
-        probabilities = model(pixel_values=images).logits.softmax(-1)
-    with mock.patch.object(reports, "text_figure", wraps=reports.text_figure) as text_figure:
-        page = write_explanations(model, images, pictures(), tmp_path, labels).read_text()
-    assert text_figure.call_args_list[0].args[0][0] == "prompt: fluffy small striped animal [class]."
-    assert written_pngs(tmp_path) == {"prompt.png"} | {f"image_{i}.png" for i in range(4)}
-    assert sorted(image_sources(page)) == sorted(written_pngs(tmp_path))
-    figure_captions = captions(page)
-    assert figure_captions[0][0] == "prompt: fluffy small striped animal [class]."
-    for i in range(4):
-        assert figure_captions[1 + i] == prediction_lines(probabilities[i], CLASSES, int(labels[i]))
-    assert "<script>" not in page
-
-
-def test_intcoop_captions_name_the_predicted_attribute_words(tmp_path, images):
+def test_clip_page_shows_the_prompt_faithfulness_and_attribute_notes(tmp_path, images, labels):
     model = get_peft_model(make_clip(), IntCoOpConfig(class_names=CLASSES, visual_prompt_depth=2)).eval()
-    explanation = model.base_model.explain(images[:2])
-    page = write_explanations(model, images, pictures(), tmp_path, max_images=2).read_text()
-    image_captions = captions(page)[1:]
-    assert len(image_captions) == 2
-    for caption, words, scores in zip(image_captions, explanation.attribute_words, explanation.attribute_scores):
-        assert caption[-1] == "attributes: " + ", ".join(f"{w} {s:.2f}" for w, s in zip(words, scores.tolist()))
-
-
-def test_other_methods_get_prediction_figures_only(tmp_path, images):
-    model = get_peft_model(make_backbone("dinov2"), VPTDeepConfig(num_classes=3)).eval()
-    with torch.no_grad():
-        probabilities = model(pixel_values=images[:2]).logits.softmax(-1)
-    page = write_explanations(model.base_model, images, pictures(), tmp_path, max_images=2).read_text()
-    assert written_pngs(tmp_path) == {"image_0.png", "image_1.png"}
-    assert captions(page) == [prediction_lines(probabilities[i], ["class 0", "class 1", "class 2"]) for i in range(2)]
-    assert "method: vpt_deep" in page
+    explanation = model.explain(images[:2])
+    page = write_explanations(model, images, pictures(), tmp_path, labels, max_images=2).read_text()
+    text = html.unescape(page)
+    assert "readable prompt (nearest whole words): a photo of a [class]." in text
+    assert "decoded-prompt faithfulness" in text and "<dt>similarity</dt>" in page
+    for caption, notes in zip(captions(page), explanation.image_notes):
+        assert caption[-1] == notes[-1] and notes[-1].startswith("attributes: ")
 
 
 def test_inputs_are_checked(tmp_path, ivpt_model, images):
@@ -283,3 +367,32 @@ def test_inputs_are_checked(tmp_path, ivpt_model, images):
         write_explanations(ivpt_model, images, pictures().astype(np.float32), tmp_path)
     with pytest.raises(TypeError, match="peft-interp"):
         write_explanations(torch.nn.Linear(2, 2), images, pictures(), tmp_path)
+
+
+# -------------------------------------------------------------------------------------------------- galleries
+def test_concept_crop_boxes_the_strongest_patches_with_a_margin():
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    concept_map = torch.zeros(4, 4)
+    concept_map[1, 2] = 1.0
+    concept_map[2, 2] = 0.9
+    crop = reports.concept_crop(image, concept_map, size=8, fraction=0.125)  # 2 patches: (1, 2) and (2, 2)
+    assert crop.shape == (8, 6, 3)  # rows 0-3 (margin) x columns 1-3 (margin, clipped right), 2 px per patch
+
+
+def test_gallery_shows_each_concept_top_images_and_the_class_table(tmp_path, ivpt_model, images, labels):
+    ivpt_model.eval()
+    explanation = ivpt_model.explain(images)
+    with mock.patch.object(reports, "concept_crop", wraps=reports.concept_crop) as crop:
+        page = reports.write_concept_gallery(ivpt_model, images, pictures(), tmp_path, labels, CLASSES, top_k=2)
+    assert written_pngs(tmp_path) == {f"concept_{n}.png" for n in range(4)} | {"classes.png"}
+    peaks = explanation.maps.flatten(2).max(-1).values  # (4 images, 4 concepts)
+    shown = [call.args[1] for call in crop.call_args_list]  # the maps of the cropped images, concept by concept
+    for n in range(4):
+        best = peaks[:, n].topk(2).indices
+        for map_shown, i in zip(shown[2 * n : 2 * n + 2], best):
+            torch.testing.assert_close(map_shown, explanation.maps[i, n])
+    text = page.read_text()
+    assert "<h2>classes</h2>" in text and "<dt>peak</dt>" in text and "&lt;script&gt;" not in text  # names in PNGs
+    with pytest.raises(ValueError, match="no concept maps"):
+        reports.write_concept_gallery(get_peft_model(make_clip(), CoOpConfig(class_names=CLASSES)), images,
+                                      pictures(), tmp_path / "coop")  # fmt: skip

@@ -27,16 +27,16 @@ def ivpt_model(tmp_path):
 
 def test_save_for_hub_writes_adapter_explanation_pictures_and_card(tmp_path, images):
     model, _ = ivpt_model(tmp_path)
-    out = save_for_hub(model, tmp_path / "ivpt", repo_id="me/ivpt-birds", metrics={"accuracy": 0.875},
+    out = save_for_hub(model, tmp_path / "ivpt", repo_id="me/ivpt-birds", metrics={"accuracy": 87.5},
                        dataset="conceptworld", example_pixels=images[:2])  # fmt: skip
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == ["README.md", "adapter_config.json", "adapter_model.safetensors", "examples/concept_maps.png",
-                     "explanation.json"]  # fmt: skip
+    assert files == ["README.md", "adapter_config.json", "adapter_model.safetensors", "examples/image_0.png",
+                     "examples/image_1.png", "explanation.json"]  # fmt: skip
 
     explanation = json.loads((out / "explanation.json").read_text())
     assert explanation["method"] == "ivpt" and explanation["class_names"] == NAMES
     assert explanation["concepts"] == ["concept 0", "concept 1", "concept 2", "concept 3"]
-    assert explanation["metrics"] == {"accuracy": 0.875}
+    assert explanation["metrics"] == {"accuracy": 87.5}
 
     card = ModelCard.load(out / "README.md")  # parsed and checked by huggingface_hub's own card classes
     assert card.data.library_name == "peft"
@@ -44,9 +44,10 @@ def test_save_for_hub_writes_adapter_explanation_pictures_and_card(tmp_path, ima
     assert {"peft", "peft-interp", "ivpt"} <= set(card.data.tags) and card.data.license == "apache-2.0"
     assert card.data.datasets == ["conceptworld"]
     [result] = card.data.eval_results
-    assert (result.metric_type, result.metric_value, result.task_type) == ("accuracy", 0.875, "image-classification")
+    assert (result.metric_type, result.metric_value, result.task_type) == ("accuracy", 87.5, "image-classification")
     assert "model-index" in card.content and "@inproceedings{wang2026ivpt" in card.text
-    assert "![example explanation](examples/concept_maps.png)" in card.text
+    assert "![example explanation](examples/image_0.png)" in card.text
+    assert "![example explanation](examples/image_1.png)" in card.text
 
 
 def test_hub_base_model_goes_into_the_metadata(tmp_path):
@@ -135,3 +136,13 @@ def test_corrupted_or_truncated_weights_give_a_clear_error(tmp_path):
     weights.write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match="not a valid safetensors file"):
         load_adapter(make_backbone("dinov2"), folder)
+
+
+def test_example_pictures_for_a_clip_method_follow_the_explanation_contract(tmp_path, images):
+    from peft_interp import IntCoOpConfig
+
+    model = get_peft_model(make_clip(), IntCoOpConfig(class_names=NAMES, visual_prompt_depth=2)).eval()
+    out = save_for_hub(model, tmp_path / "intcoop", example_pixels=images[:2])
+    assert sorted(p.name for p in (out / "examples").iterdir()) == ["image_0.png", "image_1.png"]
+    assert json.loads((out / "explanation.json").read_text())["examples"] == ["examples/image_0.png",
+                                                                              "examples/image_1.png"]  # fmt: skip

@@ -3,9 +3,10 @@
 ``load_metric(name)`` loads one of :data:`METRIC_NAMES` from its script under ``metrics/<name>/<name>.py`` (a local
 path, so it works offline). Each supports ``add_batch`` / ``compute``:
 
-* ``accuracy`` — top-1 accuracy, ``{"accuracy"}`` in [0, 1].
+* ``accuracy`` — top-1 accuracy, ``{"accuracy"}`` in percent [0, 100] (every accuracy-like figure of
+  peft_interp is a percentage).
 * ``base_novel_accuracy`` — accuracy on base and novel classes (each its own n-way problem) and their harmonic
-  mean ``2BN / (B + N)`` (0 when both are 0): ``{"base", "novel", "hm"}``.
+  mean ``2BN / (B + N)`` (0 when both are 0): ``{"base", "novel", "hm"}``, in percent.
 * ``part_consistency`` — EvalProtoPNet consistency (Huang et al. 2023, "Evaluation and Improvement of
   Interpretability for Self-Explainable Part-Prototype Networks", code hqhQAQ/EvalProtoPNet): for every (class c,
   prototype j) unit, the frequency of each part in j's part vectors over the class-c images, divided by the number
@@ -17,6 +18,10 @@ path, so it works offline). Each supports ``add_batch`` / ``compute``:
   the mean over units.
 * ``concept_alignment`` — peft_interp's own: each concept is assigned the ground-truth part holding the largest
   mean share of its map's mass; ``{"alignment"}`` = 100 x the mean of those shares over concepts.
+* ``deletion_faithfulness`` — peft_interp's own, after RISE's deletion curves (Petsiuk et al. 2018): deleting the
+  patches a concept map marks must lower the predicted class's logit (and the concept's contribution) more than
+  deleting as many random patches; mean drop over the curve and win rate in percent. Curves come from
+  :func:`deletion_curves`.
 
 The part metrics take per-image inputs built with :func:`part_vectors` (from activation maps and the keypoints of
 :func:`read_cub_parts` mapped by :func:`crop_keypoints`), :func:`stability_noise` and :func:`part_mass`.
@@ -32,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .cub import CUBParts, crop_keypoints, read_cub_parts
+from .deletion import DEFAULT_FRACTIONS, delete_patches, deletion_curves, random_patch_masks, top_patch_masks
 from .parts import (
     BOX_HALF_SIZE,
     FRAME_SIZE,
@@ -46,7 +52,10 @@ if TYPE_CHECKING:
     import evaluate
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
-METRIC_NAMES = ("accuracy", "base_novel_accuracy", "part_consistency", "part_stability", "concept_alignment")
+METRIC_NAMES = (
+    "accuracy", "base_novel_accuracy", "part_consistency", "part_stability", "concept_alignment",
+    "deletion_faithfulness",
+)  # fmt: skip
 
 
 def metric_path(name: str) -> Path:
@@ -68,17 +77,22 @@ def load_metric(name: str, **load_kwargs) -> evaluate.EvaluationModule:
 
 __all__ = [
     "BOX_HALF_SIZE",
+    "DEFAULT_FRACTIONS",
     "FRAME_SIZE",
     "METRICS_DIR",
     "METRIC_NAMES",
     "CUBParts",
     "crop_keypoints",
+    "delete_patches",
+    "deletion_curves",
     "load_metric",
     "metric_path",
     "part_mass",
     "part_vectors",
     "peak_positions",
+    "random_patch_masks",
     "read_cub_parts",
     "scaled_box_half_size",
     "stability_noise",
+    "top_patch_masks",
 ]

@@ -23,6 +23,7 @@ With adapters disabled the model is zero-shot CLIP with the config's hand-crafte
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -33,11 +34,12 @@ from transformers import CLIPModel
 from transformers.utils import ModelOutput
 
 from ..base import InterpTuner, LayerPlan
+from ..explanation import ContextDecoding, Explanation, PromptExplanation
 from ..layers import ContextEmbedding
 from ..recipe import COOP_RECIPE, TrainingRecipe
 from .config import ClipPromptConfig, validated_class_names
 from .prompts import PromptBatch, Segment, build_prompts, fill_template, prompt_class_name
-from .vocabulary import readable_token_ids, token_words
+from .vocabulary import readable_token_ids, token_words, word_token_ids
 
 TOKEN_EMBEDDING = "text_model.embeddings.token_embedding"
 
@@ -72,25 +74,6 @@ class ImageBatch:
 
     image_embeds: torch.Tensor
     labels: Optional[torch.Tensor] = None
-
-
-@dataclass
-class ContextDecoding:
-    """Readable view of a learnt context: per position the chosen token and how far the vector is from it.
-
-    Args:
-        tokens: ``M`` words.
-        token_ids: ``(M,)``.
-        distances: ``(M,)`` Euclidean distance between each context vector and its token's embedding.
-        similarities: ``(M,)`` their cosine similarity.
-        prompt: the readable prompt, with ``{}`` where the class name goes.
-    """
-
-    tokens: list[str]
-    token_ids: torch.Tensor
-    distances: torch.Tensor
-    similarities: torch.Tensor
-    prompt: str
 
 
 def load_tokenizer(name_or_path: str | None):
@@ -330,6 +313,46 @@ class ClipPromptTuner(InterpTuner):
         distances = torch.cdist(context.float(), table[ids])  # (M, V')
         nearest = ids[distances.argmin(dim=-1)]
         return self._decoding(adapter_name, context, nearest)
+
+    def word_vocabulary(self, adapter_name: str | None = None) -> torch.Tensor:
+        """Ids of every whole-word alphabetic token, short and common words ("a", "of") included: the
+        vocabulary of honest readable decoding (an unchanged ``"a photo of a"`` context reads as itself)."""
+        tokenizer = self.tokenizer(adapter_name)
+        device = self.context_layer.weight.device
+        return self._cached(("word vocabulary", id(tokenizer)), lambda: word_token_ids(tokenizer).to(device))
+
+    @torch.no_grad()
+    def prompt_explanation(self, adapter_name: str | None = None) -> PromptExplanation:
+        """The learnt context read as words: the nearest whole words beside the nearest tokens of the whole
+        vocabulary (a class-specific context: one readable prompt per class)."""
+        adapter_name = adapter_name or self.active_adapters[0]
+        if self.context_layer.context[adapter_name].ndim == 3:
+            return PromptExplanation(class_prompts=self.class_prompt_lines(adapter_name))
+        readable = self.decode_context(adapter_name, candidate_ids=self.word_vocabulary(adapter_name))
+        nearest = self.decode_context(adapter_name)
+        return PromptExplanation(
+            readable=dataclasses.replace(readable, how="nearest whole words"),
+            nearest=dataclasses.replace(nearest, how="nearest tokens of the whole vocabulary"),
+        )
+
+    @torch.no_grad()
+    def class_prompt_lines(self, adapter_name: str) -> list[str]:
+        """One ``"<class>: <words> <class>."`` line per class of a class-specific ``(C, M, D)`` context."""
+        context = self.context_layer.context[adapter_name].float()  # (C, M, D)
+        table = self.context_layer.weight.float()
+        candidates = self.word_vocabulary(adapter_name)
+        nearest = candidates[torch.cdist(context, table[candidates][None]).argmin(dim=-1)]  # (C, M)
+        tokenizer = self.tokenizer(adapter_name)
+        names = self.peft_config[adapter_name].class_names
+        return [f"{name}: {' '.join(token_words(tokenizer, ids.tolist()))} {name}." for name, ids in zip(names, nearest)]
+
+    @torch.no_grad()
+    def explain(self, pixel_values: torch.Tensor, adapter_name: str | None = None) -> Explanation:
+        """The predictions on ``pixel_values`` ``(B, 3, S, S)`` and the learnt prompt read as words."""
+        logits = self(pixel_values=pixel_values).logits
+        return Explanation(
+            logits=logits, predictions=logits.argmax(dim=-1), prompt=self.prompt_explanation(adapter_name)
+        )
 
     def _decoding(self, adapter_name: str, context: torch.Tensor, token_ids: torch.Tensor) -> ContextDecoding:
         embeddings = self.context_layer.weight[token_ids].float()

@@ -36,6 +36,20 @@ def readable_token_ids(
     return torch.tensor(sorted(ids), dtype=torch.long)
 
 
+def word_token_ids(tokenizer) -> torch.Tensor:
+    """Ids ``(V',)`` of every whole-word, alphabetic ASCII token (any length, stop words kept), sorted.
+
+    The vocabulary for *reading* a context honestly: an unchanged ``"a photo of a"`` decodes to itself, where the
+    stricter :func:`readable_token_ids` (a vocabulary for *choosing* words) would put other words in its place.
+    """
+    ids = [
+        token_id
+        for token, token_id in tokenizer.get_vocab().items()
+        if token.endswith("</w>") and token[: -len("</w>")].isascii() and token[: -len("</w>")].isalpha()
+    ]
+    return torch.tensor(sorted(ids), dtype=torch.long)
+
+
 def token_words(tokenizer, token_ids: Iterable[int]) -> list[str]:
     """Tokens as text: whole-word markers dropped (``"photo</w>"`` -> ``"photo"``)."""
     return [token.removesuffix("</w>") for token in tokenizer.convert_ids_to_tokens(list(token_ids))]

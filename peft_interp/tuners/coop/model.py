@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ..clip_prompt.model import ClipPromptTuner
-from ..clip_prompt.vocabulary import class_name_words
 
 
 class CoOpModel(ClipPromptTuner):
@@ -37,14 +36,18 @@ class CoOpModel(ClipPromptTuner):
     prefix = "coop_"
 
     def explanation_metadata(self, adapter_name: str | None = None) -> dict:
-        """Class names, template, and the nearest readable words of the (shared) context."""
+        """Class names, template, and the (shared) context read as words: the nearest whole words (short ones
+        included) with their cosine similarity, and the nearest tokens of the whole vocabulary."""
         adapter_name = adapter_name or self.active_adapters[0]
         config = self.peft_config[adapter_name]
         metadata = {**super().explanation_metadata(adapter_name), "template": config.template}
-        if not config.class_specific_context:
-            readable = self.readable_vocabulary(adapter_name, exclude_words=class_name_words(config.class_names))
-            decoding = self.decode_context(adapter_name, candidate_ids=readable)
-            metadata["readable_prompt"] = decoding.prompt
-            metadata["context_tokens"] = decoding.tokens
-            metadata["context_distances"] = decoding.distances.tolist()
+        prompt = self.prompt_explanation(adapter_name)
+        if prompt.readable is not None:
+            metadata["readable_prompt"] = prompt.readable.prompt
+            metadata["context_tokens"] = prompt.readable.tokens
+            metadata["context_similarities"] = prompt.readable.similarities.tolist()
+            metadata["context_distances"] = prompt.readable.distances.tolist()
+            metadata["nearest_tokens"] = prompt.nearest.tokens
+        else:
+            metadata["class_prompts"] = prompt.class_prompts
         return metadata

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..clip_prompt.model import ClipPromptOutput, ClipPromptTuner, ContextDecoding
-from ..clip_prompt.vocabulary import class_name_words
+from ..explanation import PromptExplanation
 from ..recipe import TrainingRecipe
 from .config import DualViewMIConfig
 from .layer import (
@@ -131,13 +132,22 @@ class DualViewMIModel(ClipPromptTuner):
         config: DualViewMIConfig = self.peft_config[adapter_name]
         soft = self._encode_classes(adapter_name, self._prompt_context(adapter_name, None))
         hand = self.hand_crafted_features(adapter_name)
-        readable = self.readable_vocabulary(adapter_name, exclude_words=class_name_words(config.class_names))
         return ViewsExplanation(
             class_names=list(config.class_names),
             view_similarity=(soft * hand).sum(dim=-1),
             mi_lower_bound=float(mi_lower_bound(self._mi_loss(adapter_name, soft, hand), len(soft))),
-            context=self.decode_context(adapter_name, candidate_ids=readable),
+            context=self.decode_context(adapter_name, candidate_ids=self.word_vocabulary(adapter_name)),
         )
+
+    def prompt_explanation(self, adapter_name: str | None = None) -> PromptExplanation:
+        """The soft view read as words, how close it stays to the hand-crafted view, and the MI bound."""
+        views = self.explain_views(adapter_name)
+        notes = [
+            f"mean view similarity (soft vs hand-crafted, cosine): {views.view_similarity.mean().item():.3f}",
+            f"MI lower bound between the views: {views.mi_lower_bound:.3f} nats",
+        ]
+        explanation = super().prompt_explanation(adapter_name)
+        return dataclasses.replace(explanation, notes=[*explanation.notes, *notes])
 
     def explanation_metadata(self, adapter_name: str | None = None) -> dict:
         views = self.explain_views(adapter_name)

@@ -14,6 +14,7 @@ from ..base import LayerPlan
 from ..clip_prompt.model import ClipPromptOutput, ClipPromptTuner, ImageBatch
 from ..clip_prompt.prompts import PromptBatch, Segment
 from ..clip_prompt.vocabulary import token_words
+from ..explanation import Explanation
 from ..layers import PromptedBlock
 from ..recipe import TrainingRecipe
 from .config import IntCoOpConfig
@@ -23,8 +24,9 @@ VISION_BLOCK = "vision_model.encoder.layers.{}"
 
 
 @dataclass
-class IntCoOpExplanation:
-    """What IntCoOp read from each image.
+class IntCoOpExplanation(Explanation):
+    """What IntCoOp read from each image (besides the :class:`~peft_interp.tuners.explanation.Explanation` fields;
+    ``image_notes`` lists the attribute words).
 
     Args:
         attribute_words: per image, the ``k`` readable vocabulary words nearest to the predicted attribute
@@ -35,10 +37,10 @@ class IntCoOpExplanation:
             token 0 is CLS, then the patches in row-major order; ``N = 1`` with ``attention_keys="pooled"``).
     """
 
-    attribute_words: list[list[str]]
-    attribute_token_ids: torch.Tensor
-    attribute_scores: torch.Tensor
-    attention: torch.Tensor
+    attribute_words: Optional[list[list[str]]] = None
+    attribute_token_ids: Optional[torch.Tensor] = None
+    attribute_scores: Optional[torch.Tensor] = None
+    attention: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -265,8 +267,8 @@ class IntCoOpModel(ClipPromptTuner):
     # ------------------------------------------------------------------------------------------ interpretation
     @torch.no_grad()
     def explain(self, pixel_values: torch.Tensor, adapter_name: str | None = None) -> IntCoOpExplanation:
-        """Per image: the readable words nearest to the predicted attribute embedding, and the attention of the
-        context over the image tokens."""
+        """The predictions, the prompt read as words and, per image, the readable words nearest to the predicted
+        attribute embedding and the attention of the context over the image tokens."""
         adapter_name = adapter_name or self.active_adapters[0]
         config: IntCoOpConfig = self.peft_config[adapter_name]
         tokens, pooled = self.image_features(pixel_values, adapter_name)
@@ -282,7 +284,21 @@ class IntCoOpModel(ClipPromptTuner):
         top = scores.topk(min(config.explain_top_k, len(candidates)), dim=-1)
         ids = candidates[top.indices]  # (B, k)
         words = [token_words(self.tokenizer(adapter_name), row.tolist()) for row in ids]
-        return IntCoOpExplanation(words, ids, top.values, attention)
+        logits = self(pixel_values=pixel_values).logits
+        notes = [
+            ["attributes: " + ", ".join(f"{w} {s:.2f}" for w, s in zip(row, scores.tolist()))]
+            for row, scores in zip(words, top.values)
+        ]
+        return IntCoOpExplanation(
+            logits=logits,
+            predictions=logits.argmax(dim=-1),
+            prompt=self.prompt_explanation(adapter_name),
+            image_notes=notes,
+            attribute_words=words,
+            attribute_token_ids=ids,
+            attribute_scores=top.values,
+            attention=attention,
+        )
 
 
 def attribute_distance(predicted: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:

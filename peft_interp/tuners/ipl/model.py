@@ -15,6 +15,7 @@ from torch import nn
 
 from ..clip_prompt.model import ClipPromptOutput, ClipPromptTuner, ContextDecoding, ImageBatch
 from ..clip_prompt.vocabulary import class_name_words, readable_token_ids
+from ..explanation import PromptExplanation
 from ..intcoop.model import IntCoOpModel
 from .config import IPLConfig
 from .selection import greedy_select
@@ -156,6 +157,12 @@ class IPLModel(ClipPromptTuner):
             return self.select_tokens(adapter_name)
         with torch.no_grad():
             return self._decoding(adapter_name, self.context_layer.context[adapter_name], assignment.token_ids)
+
+    def prompt_explanation(self, adapter_name: str | None = None) -> PromptExplanation:
+        """IPL's selected words as the readable prompt, beside the context learner's nearest-token decoding."""
+        explanation = super().prompt_explanation(adapter_name)
+        selected = dataclasses.replace(self.explain_prompt(adapter_name), how="IPL's selected words")
+        return dataclasses.replace(explanation, readable=selected)
 
     def explanation_metadata(self, adapter_name: str | None = None) -> dict:
         """Class names, template and the selected readable words (with each vector's distance to its word)."""

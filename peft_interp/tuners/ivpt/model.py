@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from transformers.utils import ModelOutput
 
+from ..explanation import Explanation
 from ..recipe import IVPT_RECIPE, TrainingRecipe
 from ..visual.model import PartMaps, VisualPromptTuner
 from . import losses
@@ -42,15 +43,18 @@ class IVPTOutput(ModelOutput):
 
 
 @dataclass
-class IVPTExplanation(ModelOutput):
+class IVPTExplanation(Explanation):
     """Everything IVPT computed for a batch, from one forward pass.
 
+    The :class:`~peft_interp.tuners.explanation.Explanation` fields: ``logits`` ``(B, C)``, ``predictions``
+    ``(B,)``, ``maps`` ``(B, N, h, w)`` the final concept maps and ``background`` ``(B, h, w)`` the final
+    background map, ``map_names`` the concept names (``config.concept_names``, set by :func:`name_concepts`),
+    ``contributions`` ``(B, N)`` each concept's share of the predicted class's logit
+    (``concept_logits[b, pred, n] / N``; they sum to ``logits[b, pred]``) and ``class_contributions``
+    ``(B, C, N)`` = ``concept_logits / N`` for every class. IVPT's own:
+
     Args:
-        logits: ``(B, C)``.
-        predictions: ``(B,)`` predicted classes.
         concept_logits: ``(B, C, N)``.
-        contributions: ``(B, N)`` each concept's share of the predicted class's logit
-            (``concept_logits[b, pred, n] / N``; they sum to ``logits[b, pred]``).
         concept_maps: per prompted layer the grouped maps ``(B, N + 1, h, w)`` that predict the final concepts,
             then the final maps; ``len = number of prompted layers + 1``.
         level_maps: per level the maps of all its prototypes ``(B, K_q, h, w)`` (final level last).
@@ -58,10 +62,7 @@ class IVPTExplanation(ModelOutput):
         layer_names: the prompted blocks, in the order of ``grouping``, then ``"head"``.
     """
 
-    logits: Optional[torch.Tensor] = None
-    predictions: Optional[torch.Tensor] = None
     concept_logits: Optional[torch.Tensor] = None
-    contributions: Optional[torch.Tensor] = None
     concept_maps: Optional[tuple[torch.Tensor, ...]] = None
     level_maps: Optional[tuple[torch.Tensor, ...]] = None
     grouping: Optional[tuple[torch.Tensor, ...]] = None
@@ -198,11 +199,16 @@ class IVPTModel(VisualPromptTuner):
         predictions = head.logits.argmax(dim=-1)  # (B,)
         num_concepts = head.concept_logits.shape[-1]
         picked = head.concept_logits.gather(1, predictions[:, None, None].expand(-1, 1, num_concepts))[:, 0]
+        final_maps = self._as_grid(head.maps)  # (B, N + 1, h, w)
         return IVPTExplanation(
             logits=head.logits,
             predictions=predictions,
-            concept_logits=head.concept_logits,
+            maps=final_maps[:, :-1],
+            map_names=self.concept_names(),
+            background=final_maps[:, -1],
             contributions=picked / num_concepts,
+            class_contributions=head.concept_logits / num_concepts,
+            concept_logits=head.concept_logits,
             concept_maps=tuple(self._as_grid(m) for m in [r.grouped_maps for r in records] + [head.maps]),
             level_maps=tuple(self._as_grid(m) for m in [r.maps for r in records] + [head.maps]),
             grouping=tuple(r.grouping for r in records),
@@ -219,9 +225,15 @@ class IVPTModel(VisualPromptTuner):
         prototypes = (levels or explanation.level_maps[:1])[0][:, :-1]
         return PartMaps(explanation.logits, prototypes, explanation.concept_maps[-1][:, :-1])
 
+    def concept_names(self, adapter_name: str | None = None) -> list[str]:
+        """The adapter's concept names (``config.concept_names``, see :func:`~peft_interp.naming.name_concepts`),
+        else ``"concept 0" ...``."""
+        config: IVPTConfig = self.peft_config[adapter_name or self.active_adapters[0]]
+        return list(config.concept_names or [f"concept {n}" for n in range(config.num_concepts)])
+
     def explanation_metadata(self, adapter_name: str | None = None) -> dict:
         config: IVPTConfig = self.peft_config[adapter_name or self.active_adapters[0]]
-        concepts = config.concept_names or [f"concept {n}" for n in range(config.num_concepts)]
+        concepts = self.concept_names(adapter_name)
         return {
             **super().explanation_metadata(adapter_name),
             "num_classes": config.num_classes,

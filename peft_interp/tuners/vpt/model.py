@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 
+from ..explanation import Explanation
 from ..visual.model import PartMaps, VisualPromptTuner
 from .config import VPTDeepConfig
 from .layer import PromptTokens
@@ -49,6 +50,17 @@ class VPTDeepModel(VisualPromptTuner):
         logits = head(cls_token)  # (B, C)
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         return ImageClassifierOutput(loss=loss, logits=logits)
+
+    @torch.no_grad()
+    def explain(self, pixel_values: torch.Tensor) -> Explanation:
+        """The predictions and, as VPT-deep's only spatial evidence, the prompt-token similarity maps of
+        :meth:`part_maps` (``maps`` ``(B, T, h, w)``, named ``"prompt token t"``); VPT-deep has no concepts, so no
+        contributions."""
+        parts = self.part_maps(pixel_values)
+        names = [f"prompt token {t}" for t in range(parts.concept_maps.shape[1])]
+        return Explanation(
+            logits=parts.logits, predictions=parts.logits.argmax(dim=-1), maps=parts.concept_maps, map_names=names
+        )
 
     @torch.no_grad()
     def part_maps(self, pixel_values: torch.Tensor) -> PartMaps:

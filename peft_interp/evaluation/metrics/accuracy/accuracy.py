@@ -1,4 +1,4 @@
-"""Top-1 accuracy: the share of predictions equal to their reference label.
+"""Top-1 accuracy: the percentage of predictions equal to their reference label.
 
 Shipped with peft_interp so that it loads offline (the Hub's ``accuracy`` needs a download and scikit-learn).
 """
@@ -8,8 +8,8 @@ import evaluate
 import numpy as np
 
 _DESCRIPTION = """
-Top-1 accuracy: the fraction of examples whose predicted class index equals the reference class index,
-(number of correct predictions) / (number of examples), in [0, 1].
+Top-1 accuracy in percent: 100 x (number of correct predictions) / (number of examples), in [0, 100]
+(peft_interp reports every accuracy-like figure as a percentage, like the part metrics).
 """
 
 _KWARGS_DESCRIPTION = """
@@ -18,12 +18,12 @@ Args:
     references (`list[int]`): ground-truth class index of each example.
 
 Returns:
-    accuracy (`float`): fraction of correct predictions, in [0, 1].
+    accuracy (`float`): percentage of correct predictions, in [0, 100].
 
 Examples:
     >>> metric = peft_interp.evaluation.load_metric("accuracy")
     >>> metric.compute(predictions=[0, 1, 2, 2], references=[0, 1, 1, 2])
-    {'accuracy': 0.75}
+    {'accuracy': 75.0}
 """
 
 _CITATION = """
@@ -49,4 +49,4 @@ class Accuracy(evaluate.Metric):
         expected = np.asarray(references, dtype=np.int64)  # (N,)
         if predicted.size == 0:
             raise ValueError("accuracy needs at least one example")
-        return {"accuracy": float((predicted == expected).mean())}
+        return {"accuracy": 100.0 * float((predicted == expected).mean())}

@@ -17,7 +17,7 @@ Base-to-novel accuracy (Zhou et al. 2022, "Conditional Prompt Learning for Visio
 the top-1 accuracy on the examples of the base split, on the examples of the novel split, and their harmonic mean
 HM = 2 * base * novel / (base + novel) (HM = 0 when both accuracies are 0). Each split is a separate n-way
 problem: the prediction of a base example is made among the base classes only, of a novel one among the novel
-classes only. Accuracies are fractions in [0, 1]. A split with no example gets NaN (and so does HM).
+classes only. Accuracies are percentages in [0, 100]. A split with no example gets NaN (and so does HM).
 """
 
 _KWARGS_DESCRIPTION = """
@@ -27,14 +27,14 @@ Args:
     splits (`list[str]`): "base" or "novel", the split of each example.
 
 Returns:
-    base (`float`): accuracy on the base examples, in [0, 1].
-    novel (`float`): accuracy on the novel examples, in [0, 1].
+    base (`float`): accuracy on the base examples in percent, in [0, 100].
+    novel (`float`): accuracy on the novel examples in percent, in [0, 100].
     hm (`float`): harmonic mean of the two.
 
 Examples:
     >>> metric = peft_interp.evaluation.load_metric("base_novel_accuracy")
     >>> metric.compute(predictions=[0, 1, 0, 0], references=[0, 1, 1, 0], splits=["base", "base", "novel", "novel"])
-    {'base': 1.0, 'novel': 0.5, 'hm': 0.6666666666666666}
+    {'base': 100.0, 'novel': 50.0, 'hm': 66.66666666666667}
 """
 
 _CITATION = """
@@ -80,6 +80,6 @@ class BaseNovelAccuracy(evaluate.Metric):
         accuracy = {}
         for split in SPLITS:
             in_split = split_of_example == split
-            accuracy[split] = float(correct[in_split].mean()) if in_split.any() else math.nan
+            accuracy[split] = 100.0 * float(correct[in_split].mean()) if in_split.any() else math.nan
         base, novel = accuracy["base"], accuracy["novel"]
         return {"base": base, "novel": novel, "hm": harmonic_mean(base, novel)}
