@@ -19,7 +19,7 @@ from peft_interp.naming import (
 )
 from peft_interp.tuners.explanation import Explanation
 
-from .tiny_models import IMAGE_SIZE, make_backbone, make_clip
+from .tiny_models import IMAGE_SIZE, make_backbone
 
 PARTS = ["head", "body", "wing", "tail"]
 
