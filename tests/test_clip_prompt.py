@@ -1,5 +1,6 @@
 """The shared CLIP text-prompt core and CoOp: truncation parity, caching, PEFT behaviour."""
 
+from functools import partial
 from unittest import mock
 
 import pytest
@@ -42,7 +43,8 @@ def reference_text_features(clip, context, class_names, length=77):
 
 @pytest.mark.parametrize(
     "config_cls, class_specific",
-    [(CoOpConfig, False), (CoOpConfig, True), (IPLConfig, False), (DualViewMIConfig, False)],
+    [(CoOpConfig, False), (CoOpConfig, True), pytest.param(partial(IPLConfig, variant="coverage_anchor"), False,
+     id="IPL-coverage_anchor"), (DualViewMIConfig, False)],  # IPL's hybrid layout: tests/test_ipl_hybrid.py
 )
 def test_truncated_prompts_match_full_77_token_reference(images, config_cls, class_specific):
     """Every method on the core: logits of EOS-truncated prompts equal those of full 77-token prompts."""

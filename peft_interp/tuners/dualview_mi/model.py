@@ -13,11 +13,13 @@ from ..recipe import TrainingRecipe
 from .config import DualViewMIConfig
 from .layer import (
     BilinearCritic,
+    MLPCritic,
     feature_mixup_loss,
-    infonce_mi_loss,
+    infonce_from_scores,
     mi_lower_bound,
     mixup_weights,
     prompt_mixup_loss,
+    visual_mixup,
 )
 
 
@@ -68,9 +70,12 @@ class DualViewMIModel(ClipPromptTuner):
 
     def inject_adapter(self, model, adapter_name: str, **kwargs) -> None:
         config: DualViewMIConfig = self.peft_config[adapter_name]
+        width = model.config.projection_dim
         if config.mi_estimator == "bilinear_critic":
-            width = model.config.projection_dim
             self._add_shared_modules(adapter_name, {"dualview_critic": BilinearCritic(width)}, model.device)
+        elif config.mi_estimator == "mlp_critic":
+            critic = MLPCritic(width, config.critic_hidden_size, config.mi_temperature)
+            self._add_shared_modules(adapter_name, {"dualview_critic": critic}, model.device)
         super().inject_adapter(model, adapter_name, **kwargs)
 
     def hand_crafted_features(self, adapter_name: str) -> torch.Tensor:
@@ -79,9 +84,16 @@ class DualViewMIModel(ClipPromptTuner):
         views = [self.zero_shot_text_features(config.class_names, t) for t in config.hand_crafted_templates]
         return F.normalize(torch.stack(views).mean(dim=0), dim=-1)
 
-    def _critic(self, adapter_name: str) -> torch.Tensor | None:
+    def critic_scores(self, adapter_name: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``T(a_i, b_j)`` ``(n, m)`` of the configured estimator for normalised ``a`` ``(n, P)``, ``b`` ``(m, P)``."""
+        config: DualViewMIConfig = self.peft_config[adapter_name]
         critics = self._modules.get("dualview_critic")
-        return critics[adapter_name].weight if critics is not None and adapter_name in critics else None
+        critic = critics[adapter_name] if critics is not None and adapter_name in critics else None
+        if isinstance(critic, MLPCritic):
+            return critic(a, b)
+        if isinstance(critic, BilinearCritic):
+            return a @ critic.weight @ b.T / config.mi_temperature
+        return a @ b.T / config.mi_temperature
 
     def forward(self, pixel_values=None, labels=None, image_embeds=None, **kwargs) -> ClipPromptOutput:
         output = super().forward(pixel_values=pixel_values, labels=labels, image_embeds=image_embeds, **kwargs)
@@ -93,7 +105,7 @@ class DualViewMIModel(ClipPromptTuner):
         if labels is not None:
             terms = {"mutual_information": (config.mi_weight, self._mi_loss(adapter_name, soft, hand))}
             if config.augmentation != "none":
-                terms["augmentation"] = (config.augmentation_weight, self._augmentation_loss(config, output, hand, labels))
+                terms["augmentation"] = (config.augmentation_weight, self._augmentation_loss(adapter_name, output, hand, labels))
             output.loss = output.loss + sum(weight * value for weight, value in terms.values())
             output.loss_terms.update({name: value for name, (_, value) in terms.items()})
         if not self.training:
@@ -101,10 +113,15 @@ class DualViewMIModel(ClipPromptTuner):
         return output
 
     def _mi_loss(self, adapter_name: str, soft: torch.Tensor, hand: torch.Tensor) -> torch.Tensor:
-        return infonce_mi_loss(soft, hand, self.peft_config[adapter_name].mi_temperature, self._critic(adapter_name))
+        """Symmetric InfoNCE of the soft and hand-crafted views over the classes, with the estimator's critic."""
+        return infonce_from_scores(self.critic_scores(adapter_name, soft, hand))
 
-    def _augmentation_loss(self, config, output: ClipPromptOutput, hand, labels) -> torch.Tensor:
+    def _augmentation_loss(self, adapter_name: str, output: ClipPromptOutput, hand, labels) -> torch.Tensor:
+        config: DualViewMIConfig = self.peft_config[adapter_name]
         lam = mixup_weights(len(labels), config.mixup_alpha, labels.device)
+        if config.augmentation == "visual_mixup":  # the critic matches mixed image features to their class's prompt
+            mixed = visual_mixup(output.image_embeds, labels, lam)
+            return F.cross_entropy(self.critic_scores(adapter_name, mixed, output.text_embeds), labels)
         if config.augmentation == "prompt_mixup":
             return prompt_mixup_loss(output.text_embeds, hand, output.image_embeds, labels, lam, config.mi_temperature)
         scale = self.model.logit_scale.exp()

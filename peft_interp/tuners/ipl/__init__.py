@@ -1,7 +1,7 @@
 from ...registry import register_method
 from .config import IPLConfig
-from .model import IPLModel
+from .model import HybridPromptDecoding, IPLModel, register_context_learner
 
 register_method(IPLConfig.method_name, IPLConfig, IPLModel)
 
-__all__ = ["IPLConfig", "IPLModel"]
+__all__ = ["HybridPromptDecoding", "IPLConfig", "IPLModel", "register_context_learner"]
