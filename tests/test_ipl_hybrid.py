@@ -13,8 +13,8 @@ from peft_interp.data import load_clip_tokenizer
 from peft_interp.training import InterpTrainer, TrainingArguments
 from peft_interp.tuners.ipl import HybridPromptDecoding, register_context_learner
 from peft_interp.tuners.ipl.model import IPL_MODELS
-from peft_interp.tuners.ipl.probe import encode_prefixes, encode_suffixes
-from peft_interp.tuners.ipl.selection import TaskLossSelector
+from peft_interp.tuners.ipl.probe import encode_prefixes, encode_suffixes, extend_prefixes
+from peft_interp.tuners.ipl.selection import TaskLossSelector, probe_prefix_ids
 
 from .tiny_models import make_clip
 
@@ -115,6 +115,18 @@ def test_prefix_reuse_gives_the_features_of_the_whole_prompts():
             ids = torch.tensor([prefix + suffix])
             expected = F.normalize(clip.get_text_features(input_ids=ids).pooler_output, dim=-1)[0]
             torch.testing.assert_close(features[r, w], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_an_extended_cache_equals_the_cache_of_the_longer_prefixes():
+    clip = make_clip()
+    selected = [word_id("bright"), word_id("striped")]
+    rows = probe_prefix_ids(TOKENIZER, "a photo of a {}, with emphasis on:", CLASSES, selected)  # ends with ","
+    assert [TOKENIZER.decode(row[1:]) for row in rows][1] == "a photo of a cat , with emphasis on : bright , striped ,"
+    direct = encode_prefixes(clip, rows)
+    extended = extend_prefixes(clip, encode_prefixes(clip, [row[:-1] for row in rows]), [rows[0][-1]])
+    assert torch.equal(extended.lengths, direct.lengths)
+    suffixes = torch.tensor([[word_id("wooden"), EOS]])
+    torch.testing.assert_close(encode_suffixes(clip, extended, suffixes), encode_suffixes(clip, direct, suffixes))
 
 
 # ----------------------------------------------------------------------------------------- the selection objective

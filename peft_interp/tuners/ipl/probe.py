@@ -74,14 +74,8 @@ def encode_prefixes(clip, prefix_ids: list[list[int]]) -> PrefixCache:
     return PrefixCache(keys, values, lengths)
 
 
-@torch.no_grad()
-def encode_suffixes(clip, cache: PrefixCache, suffix_ids: torch.Tensor) -> torch.Tensor:
-    """Normalised text features ``(R, W, P)`` of the prompts ``prefix_r + suffix_w`` for every row ``r`` and suffix ``w``.
-
-    Args:
-        cache: prefixes of ``R`` rows (:func:`encode_prefixes`).
-        suffix_ids: ``(W, S)`` the same ``W`` suffixes for every row, each ending with EOS (read there).
-    """
+def _run_suffixes(clip, cache: PrefixCache, suffix_ids: torch.Tensor):
+    """Hidden states ``(R, W, S, D)`` after the last layer, and each layer's suffix keys / values ``(R, W, H, S, d)``."""
     rows, (num_suffixes, suffix_length) = len(cache.lengths), suffix_ids.shape
     device = suffix_ids.device
     positions = cache.lengths[:, None] + torch.arange(suffix_length, device=device)  # (R, S)
@@ -93,15 +87,50 @@ def encode_suffixes(clip, cache: PrefixCache, suffix_ids: torch.Tensor) -> torch
         [prefix_mask[:, None, None, None, :].expand(-1, 1, 1, suffix_length, -1),
          causal[None, None, None].expand(rows, 1, 1, -1, -1)], dim=-1
     )  # (R, 1, 1, S, L + S): broadcast over suffixes and heads  # fmt: skip
+    suffix_keys, suffix_values = [], []
     for layer, prefix_keys, prefix_values in zip(clip.text_model.encoder.layers, cache.keys, cache.values):
         attention = layer.self_attn
         normed = layer.layer_norm1(hidden)
         q, k, v = (_heads(proj(normed), attention.num_heads) for proj in (attention.q_proj, attention.k_proj, attention.v_proj))
+        suffix_keys.append(k)
+        suffix_values.append(v)
         # (R, W, H, S, d) attending to the row's prefix (R, 1, H, L, d) and to the suffix itself
         k = torch.cat([prefix_keys[:, None].expand(-1, num_suffixes, -1, -1, -1), k], dim=3)
         v = torch.cat([prefix_values[:, None].expand(-1, num_suffixes, -1, -1, -1), v], dim=3)
         mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attention.scale)  # (R, W, H, S, d)
         hidden = hidden + attention.out_proj(mixed.transpose(2, 3).flatten(3))
         hidden = hidden + layer.mlp(layer.layer_norm2(hidden))
+    return hidden, suffix_keys, suffix_values
+
+
+@torch.no_grad()
+def encode_suffixes(clip, cache: PrefixCache, suffix_ids: torch.Tensor) -> torch.Tensor:
+    """Normalised text features ``(R, W, P)`` of the prompts ``prefix_r + suffix_w`` for every row ``r`` and suffix ``w``.
+
+    Args:
+        cache: prefixes of ``R`` rows (:func:`encode_prefixes`).
+        suffix_ids: ``(W, S)`` the same ``W`` suffixes for every row, each ending with EOS (read there).
+    """
+    hidden, _, _ = _run_suffixes(clip, cache, suffix_ids)
     eos = clip.text_model.final_layer_norm(hidden[:, :, -1])  # (R, W, D)
     return F.normalize(clip.text_projection(eos), dim=-1)
+
+
+@torch.no_grad()
+def extend_prefixes(clip, cache: PrefixCache, token_ids: list[int]) -> PrefixCache:
+    """The cache of every prefix followed by the same tokens ``token_ids`` (run once, appended in place of padding)."""
+    suffix = torch.tensor([token_ids], device=cache.lengths.device)  # (1, S)
+    _, suffix_keys, suffix_values = _run_suffixes(clip, cache, suffix)
+    rows, extra = len(cache.lengths), len(token_ids)
+    length = int(cache.lengths.max()) + extra
+    keys, values = [], []
+    for old_keys, old_values, new_keys, new_values in zip(cache.keys, cache.values, suffix_keys, suffix_values):
+        grown_keys = old_keys.new_zeros(rows, old_keys.shape[1], length, old_keys.shape[3])
+        grown_values = torch.zeros_like(grown_keys)
+        grown_keys[:, :, : old_keys.shape[2]], grown_values[:, :, : old_values.shape[2]] = old_keys, old_values
+        for row, start in enumerate(cache.lengths.tolist()):
+            grown_keys[row, :, start : start + extra] = new_keys[row, 0]
+            grown_values[row, :, start : start + extra] = new_values[row, 0]
+        keys.append(grown_keys)
+        values.append(grown_values)
+    return PrefixCache(keys, values, cache.lengths + extra)

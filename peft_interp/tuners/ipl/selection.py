@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .probe import PrefixCache, encode_prefixes, encode_suffixes
+from .probe import PrefixCache, encode_prefixes, encode_suffixes, extend_prefixes
 
 
 def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -222,11 +222,22 @@ class TaskLossSelector:
         return self._word_features
 
     @torch.no_grad()
+    def probe_caches(self, selected_ids: list[int]) -> tuple[torch.Tensor, PrefixCache]:
+        """``(C, P)`` features of the probe prompts ``T_c(S)``, and the cache of what precedes a new word in them.
+
+        Both come from one pass over ``[SOS] <probe> s_1, .., s_k`` per class: the probe reads EOS after it, a new
+        word follows its extension by a comma (none when ``S`` is empty)."""
+        rows = probe_ids(self.tokenizer, self.probe_template, self.class_names, selected_ids)
+        cache = encode_prefixes(self.clip, [row[:-1] for row in rows])
+        eos = torch.tensor([[self.tokenizer.eos_token_id]], device=self.device)
+        probe = encode_suffixes(self.clip, cache, eos)[:, 0]
+        if selected_ids:
+            cache = extend_prefixes(self.clip, cache, self.tokenizer.encode(",", add_special_tokens=False))
+        return probe, cache
+
     def probe_features(self, selected_ids: list[int]) -> torch.Tensor:
         """``(C, P)`` features of the probe prompts ``T_c(S)``."""
-        rows = probe_ids(self.tokenizer, self.probe_template, self.class_names, selected_ids)
-        prefixes, eos = [row[:-1] for row in rows], torch.tensor([[self.tokenizer.eos_token_id]], device=self.device)
-        return encode_suffixes(self.clip, encode_prefixes(self.clip, prefixes), eos)[:, 0]
+        return self.probe_caches(selected_ids)[0]
 
     def logit_scale(self) -> torch.Tensor:
         return self.clip.logit_scale.exp().detach().float()
@@ -235,7 +246,7 @@ class TaskLossSelector:
     def relevance_losses(self, selected_ids: list[int], token_ids: torch.Tensor, cache: PrefixCache | None = None):
         """``L_rel(S + w)`` ``(W,)`` for the candidates ``token_ids`` (``cache``: the probe prefixes of ``S``)."""
         if cache is None:
-            cache = encode_prefixes(self.clip, probe_prefix_ids(self.tokenizer, self.probe_template, self.class_names, selected_ids))
+            cache = self.probe_caches(selected_ids)[1]
         features = self.encode_candidates(cache, token_ids)  # (C, W, P)
         return task_loss(features, self.image_embeds, self.labels, self.logit_scale())
 
@@ -257,7 +268,7 @@ class TaskLossSelector:
         available = ~torch.isin(self.candidate_ids, selected)
         if not available.any():
             raise ValueError("Every candidate word is already selected: enlarge the vocabulary or select fewer words.")
-        probe = self.probe_features(selected_ids)  # (C, P)
+        probe, cache = self.probe_caches(selected_ids)  # (C, P), what precedes a new word
         scale = self.logit_scale()
         base = float(task_loss(probe[:, None], self.image_embeds, self.labels, scale)[0])
         pool = self.prefilter(probe, available)  # (W,) candidate indices
@@ -265,7 +276,6 @@ class TaskLossSelector:
         selected_features = self.word_features[chosen_rows[chosen_rows[:, 1].argsort(), 0]]
         similarity = redundancy(self.word_features[pool], selected_features)  # (W,) D(w | S)
         penalty = self.redundancy_weight * similarity
-        cache = encode_prefixes(self.clip, probe_prefix_ids(self.tokenizer, self.probe_template, self.class_names, selected_ids))
         ids = self.candidate_ids[pool]
         fresh = torch.full((len(pool),), float("nan"), device=self.device)  # exact L_rel(S + w), where scored
         stale = torch.tensor([self.stale_gains.get(int(i), float("nan")) for i in ids], device=self.device)
