@@ -259,6 +259,9 @@ def test_hybrid_errors_name_what_to_do():
         IPLConfig(class_names=CLASSES, prefilter_size=0)
     with pytest.raises(ValueError, match="`steps_per_epoch` must be a positive int"):
         model.base_model.set_selection_data(*selection_data(), steps_per_epoch=0)
+    features, labels = selection_data(4)
+    with pytest.warns(UserWarning, match="IPL is training with every word slot empty"):
+        model.train()(image_embeds=features, labels=labels)
 
 
 # --------------------------------------------------------------------------------------- the trainer and saving

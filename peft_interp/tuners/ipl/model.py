@@ -22,11 +22,13 @@ What a context learner must provide to be plugged in (:func:`register_context_le
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from ..clip_prompt.model import ClipPromptOutput, ClipPromptTuner, ContextDecoding
@@ -221,11 +223,15 @@ class IPLModel(ClipPromptTuner):
     @torch.no_grad()
     def frozen_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(B, P)`` normalised features of the frozen CLIP image tower, without any of the adapter's prompts."""
-        self.disable_adapter_layers()
+        layers = [module for module in self.model.modules() if isinstance(module, BaseTunerLayer)]
+        saved = [layer._disable_adapters for layer in layers]
+        for layer in layers:  # no trainable-flag changes, unlike disable_adapter_layers / enable_adapter_layers
+            layer._disable_adapters = True
         try:
             return F.normalize(self.model.get_image_features(pixel_values=pixel_values).pooler_output.float(), dim=-1)
         finally:
-            self.enable_adapter_layers()
+            for layer, disabled in zip(layers, saved):
+                layer._disable_adapters = disabled
 
     def set_selection_data(
         self, image_embeds: torch.Tensor, labels: torch.Tensor, steps_per_epoch: int, adapter_name: str | None = None
@@ -324,6 +330,10 @@ class IPLModel(ClipPromptTuner):
         terms = super()._extra_losses(adapter_name, output)
         config: IPLConfig = self.peft_config[adapter_name]
         assignment = self.ipl_assignment[adapter_name]
+        if config.variant == "hybrid" and self.training and assignment.filled == 0 and not self.__dict__.get("_warned"):
+            self._warned = True
+            warnings.warn("IPL is training with every word slot empty: call `on_train_step_begin(step)` before each "
+                          "step (after `set_selection_data`); the peft-interp trainers do both.", stacklevel=2)  # fmt: skip
         if config.variant != "hybrid" and assignment.done:
             context = self.context_layer.context[adapter_name]
             anchors = self.context_layer.weight[assignment.token_ids].detach()

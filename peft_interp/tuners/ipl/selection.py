@@ -129,7 +129,7 @@ def probe_ids(tokenizer, probe_template: str, class_names: list[str], selected_i
 
 def task_loss(text_features: torch.Tensor, image_embeds: torch.Tensor, labels: torch.Tensor, logit_scale) -> torch.Tensor:
     """Mean cross-entropy of the images over the classes, for every candidate: ``(C, W, P) -> (W,)``."""
-    logits = logit_scale * torch.einsum("np,cwp->wnc", image_embeds, text_features)  # (W, N, C)
+    logits = logit_scale * torch.einsum("np,cwp->wnc", image_embeds.float(), text_features.float())  # (W, N, C)
     return F.cross_entropy(logits.flatten(0, 1), labels.repeat(logits.shape[0]), reduction="none").view(
         logits.shape[0], -1
     ).mean(dim=1)
