@@ -330,3 +330,17 @@ def test_other_learners_plug_in_through_the_registration_hook():
         for name in ("kind_of_coop", "broken"):
             IPL_MODELS.pop(name, None)
             LEARNER_CONFIGS.pop(name, None)
+
+
+@pytest.mark.parametrize("learner", ["cocoop", "kgcoop"])
+def test_cocoop_and_kgcoop_take_the_hybrid_prompt_and_keep_their_own_terms(learner, images, labels):
+    model = hybrid(context_learner=learner)
+    tuner = model.base_model
+    with torch.no_grad():
+        tuner.ipl_assignment["default"].token_ids.copy_(torch.tensor([word_id("striped"), word_id("bright")]))
+    assert tuner.prompts("default").input_ids[0, [3, 6]].tolist() == [word_id("striped"), word_id("bright")]
+    out = model(pixel_values=images, labels=labels)
+    if learner == "cocoop":  # one prompt set per image: the meta-net bias on the learnt vectors
+        assert out.text_embeds.shape == (4, len(CLASSES), 16)
+    else:  # KgCoOp's knowledge distance is kept
+        assert "knowledge" in " ".join(out.loss_terms)
