@@ -7,8 +7,8 @@ computed from the means over seeds.
 
 * Learners on frozen image features (CoOp, DualViewMI, and IPL over CoOp): the image tower is frozen and
   unprompted, so image features are computed once and every step only runs the text side.
-* IntCoOp (and IPL over IntCoOp) reads every image token through a prompted image tower: trained on pixels, with
-  ConceptWorld's ground-truth attribute (the wing colour) as its attribute word, for ``--intcoop-steps`` steps.
+* IntCoOp (and IPL over IntCoOp), MaPLe and PromptSRC prompt the image tower: trained on pixels for
+  ``--intcoop-steps`` steps, IntCoOp with ConceptWorld's ground-truth attribute (the wing colour) as its word.
 * IPL (hybrid prompt): its words are chosen by the task loss on the cached training features, one per block of
   epochs (``IPLConfig`` defaults), as the trainers do.
 * Readability: the share of prompt tokens that read as words (a selected word, or a learnt vector whose nearest
@@ -18,7 +18,7 @@ computed from the means over seeds.
 Learners added later plug in by one entry of ``LEARNERS`` (the name IPL knows them by, their config class and
 whether they train on features or pixels).
 
-    python benchmarks/base_to_novel.py [--seeds 1 2 3] [--shots 16] [--steps 200] [--intcoop-steps 60]
+    python benchmarks/base_to_novel.py [--seeds 1 2 3] [--shots 16] [--steps 200] [--intcoop-steps 60] [--skip-pixels]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from peft import get_peft_model
 from tqdm.auto import tqdm
 
 from peft_interp import CoOpConfig, DualViewMIConfig, IntCoOpConfig, IPLConfig
+from peft_interp.tuners import CoCoOpConfig, KgCoOpConfig, MaPLeConfig, PromptSRCConfig
 from peft_interp.data import class_names, load_conceptworld
 from peft_interp.hub import default_processor, load_default
 from peft_interp.metrics import prompt_readability
@@ -41,10 +42,17 @@ from peft_interp.tuners.intcoop.attributes import ConceptWorldAttributes
 # row label -> (IPL's name of the learner or None, config class, trains on "features" or "pixels")
 LEARNERS = {
     "CoOp": ("coop", CoOpConfig, "features"),
+    "CoCoOp": ("cocoop", CoCoOpConfig, "features"),
+    "KgCoOp": ("kgcoop", KgCoOpConfig, "features"),
     "IntCoOp": ("intcoop", IntCoOpConfig, "pixels"),
 }
-OTHERS = {"DualViewMI": (None, DualViewMIConfig, "features")}  # no IPL variant
+OTHERS = {  # no IPL variant (yet)
+    "MaPLe": (None, MaPLeConfig, "pixels"),
+    "PromptSRC": (None, PromptSRCConfig, "pixels"),
+    "DualViewMI": (None, DualViewMIConfig, "features"),
+}
 INTCOOP_SETTINGS = {"visual_prompt_depth": 4}  # every block of the shipped 4-block image tower
+DEEP_SETTINGS = {"MaPLe": {"prompt_depth": 4}, "PromptSRC": {"text_prompt_depth": 4, "vision_prompt_depth": 4}}  # 4 blocks
 
 
 def conceptworld(split: str, seed: int, shots: int) -> tuple[torch.Tensor, torch.Tensor, list]:
@@ -62,7 +70,7 @@ def image_features(model, pixels: torch.Tensor) -> torch.Tensor:
 def build(label: str, ipl: bool, names: list[str]):
     learner, config_cls, _ = {**LEARNERS, **OTHERS}[label]
     if not ipl:
-        settings = INTCOOP_SETTINGS if learner == "intcoop" else {}
+        settings = INTCOOP_SETTINGS if learner == "intcoop" else DEEP_SETTINGS.get(label, {})
         return get_peft_model(load_default("clip"), config_cls(class_names=names, **settings))
     settings = {"learner_settings": INTCOOP_SETTINGS} if learner == "intcoop" else {}
     return get_peft_model(load_default("clip"), IPLConfig(class_names=names, context_learner=learner, **settings))
@@ -79,6 +87,7 @@ def train(model, data: dict, kind: str, steps: int, batch_size: int, lr: float, 
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = max(1, len(labels) // batch_size)
     model.train()
     for step in range(steps):
         tuner.on_train_step_begin(step)
@@ -86,12 +95,16 @@ def train(model, data: dict, kind: str, steps: int, batch_size: int, lr: float, 
         if kind == "features":
             loss = model(image_embeds=data["features"][batch], labels=labels[batch]).loss
         else:
-            attributes = [data["attributes"][i] for i in batch.tolist()]
-            loss = model(pixel_values=data["pixels"][batch], labels=labels[batch], attributes=attributes).loss
+            extra = {}
+            if hasattr(tuner, "attribute_targets"):  # IntCoOp's attribute words
+                extra["attributes"] = [data["attributes"][i] for i in batch.tolist()]
+            loss = model(pixel_values=data["pixels"][batch], labels=labels[batch], **extra).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
+        if (step + 1) % steps_per_epoch == 0:  # PromptSRC's Gaussian prompt aggregation runs here
+            tuner.on_epoch_end((step + 1) // steps_per_epoch, math.ceil(steps / steps_per_epoch))  # 1-based
     model.eval()
 
 
