@@ -159,7 +159,8 @@ def test_errors_name_the_problem():
 UNDERSCORED = ["lawn_mower", "Apply_Eye_Makeup", "cat"]
 
 
-@pytest.mark.parametrize("config_cls", [CoOpConfig, IPLConfig, DualViewMIConfig])
+@pytest.mark.parametrize("config_cls", [CoOpConfig, pytest.param(partial(IPLConfig, variant="coverage_anchor"),
+                                                                   id="IPL-coverage_anchor"), DualViewMIConfig])
 def test_underscores_in_class_names_are_read_as_spaces_like_reference_coop(images, config_cls):
     """Reference CoOp prompts `"X X X X " + name.replace("_", " ") + "."` and zero-shot CLIP
     `template.format(name.replace("_", " "))`: token ids and logits must match, for every method on the core."""
