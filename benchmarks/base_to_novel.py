@@ -1,16 +1,30 @@
-"""Base-to-novel generalisation on ConceptWorld with the shipped tiny CLIP: zero-shot CLIP, CoOp, DualViewMI, IPL.
+"""Base-to-novel generalisation on ConceptWorld with the shipped tiny CLIP: zero-shot CLIP, each prompt learner with
+and without IPL, DualViewMI and IntCoOp; prompt readability beside the accuracies.
 
 The CoOp protocol: train on the base classes (``--shots`` images per class, sampled by seed), test on held-out
 images of the base classes and of the novel classes, each as its own n-way problem; HM = 2 B N / (B + N),
-computed from the means over seeds. The image tower is frozen and unprompted, so image features are computed
-once and every step only runs the text side.
+computed from the means over seeds.
 
-    python benchmarks/base_to_novel.py [--seeds 1 2 3] [--shots 16] [--steps 300]
+* Learners on frozen image features (CoOp, DualViewMI, and IPL over CoOp): the image tower is frozen and
+  unprompted, so image features are computed once and every step only runs the text side.
+* IntCoOp (and IPL over IntCoOp), MaPLe and PromptSRC prompt the image tower: trained on pixels for
+  ``--intcoop-steps`` steps, IntCoOp with ConceptWorld's ground-truth attribute (the wing colour) as its word.
+* IPL (hybrid prompt): its words are chosen by the task loss on the cached training features, one per block of
+  epochs (``IPLConfig`` defaults), as the trainers do.
+* Readability: the share of prompt tokens that read as words (a selected word, or a learnt vector whose nearest
+  token in the whole vocabulary is a readable word, ``peft_interp.metrics.prompt_readability``), and the readable
+  prompt of the first seed.
+
+Learners added later plug in by one entry of ``LEARNERS`` (the name IPL knows them by, their config class and
+whether they train on features or pixels).
+
+    python benchmarks/base_to_novel.py [--seeds 1 2 3] [--shots 16] [--steps 200] [--intcoop-steps 60] [--skip-pixels]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -18,43 +32,105 @@ import torch
 from peft import get_peft_model
 from tqdm.auto import tqdm
 
-from peft_interp import CoOpConfig, DualViewMIConfig, IPLConfig
+from peft_interp import CoOpConfig, DualViewMIConfig, IntCoOpConfig, IPLConfig
+from peft_interp.tuners import CoCoOpConfig, KgCoOpConfig, MaPLeConfig, PromptSRCConfig
 from peft_interp.data import class_names, load_conceptworld
 from peft_interp.hub import default_processor, load_default
+from peft_interp.metrics import prompt_readability
+from peft_interp.tuners.intcoop.attributes import ConceptWorldAttributes
 
-METHODS = {"CoOp": CoOpConfig, "DualViewMI": DualViewMIConfig, "IPL": IPLConfig}
+# row label -> (IPL's name of the learner or None, config class, trains on "features" or "pixels")
+LEARNERS = {
+    "CoOp": ("coop", CoOpConfig, "features"),
+    "CoCoOp": ("cocoop", CoCoOpConfig, "features"),
+    "KgCoOp": ("kgcoop", KgCoOpConfig, "features"),
+    "IntCoOp": ("intcoop", IntCoOpConfig, "pixels"),
+}
+OTHERS = {  # no IPL variant (yet)
+    "MaPLe": (None, MaPLeConfig, "pixels"),
+    "PromptSRC": (None, PromptSRCConfig, "pixels"),
+    "DualViewMI": (None, DualViewMIConfig, "features"),
+}
+INTCOOP_SETTINGS = {"visual_prompt_depth": 4}  # every block of the shipped 4-block image tower
+DEEP_SETTINGS = {"MaPLe": {"prompt_depth": 4}, "PromptSRC": {"text_prompt_depth": 4, "vision_prompt_depth": 4}}  # 4 blocks
+
+
+def conceptworld(split: str, seed: int, shots: int) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Pixels ``(N, 3, S, S)``, labels ``(N,)`` and the attribute word of each image (the wing colour)."""
+    data = load_conceptworld(split, seed=seed, shots=shots)
+    pixels = default_processor("clip")(images=list(data["image"]), return_tensors="pt").pixel_values
+    return pixels, torch.tensor(data["label"]), ConceptWorldAttributes()(data[:])
 
 
 @torch.no_grad()
-def image_features(model, split: str, seed: int, **sizes) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised image features ``(N, P)`` and labels of a ConceptWorld split, from the frozen image tower."""
-    data = load_conceptworld(split, seed=seed, **sizes)
-    pixels = default_processor("clip")(images=list(data["image"]), return_tensors="pt").pixel_values
-    features = torch.cat([model.base_model.encode_image(pixels[i : i + 256]) for i in range(0, len(pixels), 256)])
-    return features, torch.tensor(data["label"])
+def image_features(model, pixels: torch.Tensor) -> torch.Tensor:
+    return torch.cat([model.base_model.encode_image(pixels[i : i + 256]) for i in range(0, len(pixels), 256)])
 
 
-def accuracy(model, features: torch.Tensor, labels: torch.Tensor) -> float:
-    model.eval()
-    with torch.no_grad():
-        return (model(image_embeds=features).logits.argmax(-1) == labels).float().mean().item()
+def build(label: str, ipl: bool, names: list[str]):
+    learner, config_cls, _ = {**LEARNERS, **OTHERS}[label]
+    if not ipl:
+        settings = INTCOOP_SETTINGS if learner == "intcoop" else DEEP_SETTINGS.get(label, {})
+        return get_peft_model(load_default("clip"), config_cls(class_names=names, **settings))
+    settings = {"learner_settings": INTCOOP_SETTINGS} if learner == "intcoop" else {}
+    return get_peft_model(load_default("clip"), IPLConfig(class_names=names, context_learner=learner, **settings))
 
 
-def train(model, features, labels, steps: int, batch_size: int, lr: float, seed: int) -> None:
-    """SGD with momentum and a cosine schedule on the adapter (the CoOp family's optimiser)."""
+def train(model, data: dict, kind: str, steps: int, batch_size: int, lr: float, seed: int) -> None:
+    """SGD with momentum and a cosine schedule on the adapter (the CoOp family's optimiser); IPL's words are
+    selected by its schedule (one per block of epochs) from the cached features."""
+    tuner = model.base_model
+    labels = data["labels"]
+    if isinstance(tuner.peft_config["default"], IPLConfig):
+        tuner.set_selection_data(data["features"], labels, steps_per_epoch=max(1, len(labels) // batch_size))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = max(1, len(labels) // batch_size)
+    model.train()
     for step in range(steps):
-        model.base_model.on_train_step_begin(step)
+        tuner.on_train_step_begin(step)
         batch = torch.randint(0, len(labels), (batch_size,), generator=generator)
-        model.train()
-        loss = model(image_embeds=features[batch], labels=labels[batch]).loss
+        if kind == "features":
+            loss = model(image_embeds=data["features"][batch], labels=labels[batch]).loss
+        else:
+            extra = {}
+            if hasattr(tuner, "attribute_targets"):  # IntCoOp's attribute words
+                extra["attributes"] = [data["attributes"][i] for i in batch.tolist()]
+            loss = model(pixel_values=data["pixels"][batch], labels=labels[batch], **extra).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
+        if (step + 1) % steps_per_epoch == 0:  # PromptSRC's Gaussian prompt aggregation runs here
+            tuner.on_epoch_end((step + 1) // steps_per_epoch, math.ceil(steps / steps_per_epoch))  # 1-based
+    model.eval()
+
+
+@torch.no_grad()
+def accuracy(model, data: dict, kind: str) -> float:
+    if kind == "features":
+        logits = model(image_embeds=data["features"]).logits
+    else:
+        logits = torch.cat([model(pixel_values=data["pixels"][i : i + 64]).logits for i in range(0, len(data["labels"]), 64)])
+    return (logits.argmax(-1) == data["labels"]).float().mean().item()
+
+
+def readability(model) -> tuple[float, str]:
+    """Share of prompt tokens that read as words, and the readable prompt."""
+    tuner = model.base_model
+    soft = prompt_readability(model)
+    config = tuner.peft_config["default"]
+    words = config.num_words if isinstance(config, IPLConfig) and config.variant == "hybrid" else 0
+    share = (words + soft.readable_fraction * config.num_context_tokens) / (words + config.num_context_tokens)
+    decoding = tuner.explain_prompt() if hasattr(tuner, "explain_prompt") else None
+    if decoding is not None and getattr(decoding, "decoded_prompt", ""):
+        prompt = decoding.decoded_prompt
+    else:  # nearest readable word of every learnt vector, as IPL's decoded prompt shows them
+        nearest = tuner.decode_context(candidate_ids=tuner.readable_vocabulary()).tokens
+        prompt = " ".join(f"[{t}]" for t in nearest) + (" [attribute]" if hasattr(tuner, "explain") else "") + " {}."
+    return share, prompt
 
 
 def harmonic_mean(base: float, novel: float) -> float:
@@ -66,49 +142,66 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--test-per-class", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=200, help="steps of the learners on features")
+    parser.add_argument("--intcoop-steps", type=int, default=60, help="steps of the learners on pixels (IntCoOp)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--intcoop-batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=0.5, help="SGD learning rate (tiny CLIP; the papers use 0.002)")
+    parser.add_argument("--intcoop-lr", type=float, default=0.05, help="SGD learning rate of the learners on pixels")
+    parser.add_argument("--skip-pixels", action="store_true", help="leave out the learners trained on pixels")
     args = parser.parse_args()
 
     base_names, novel_names = class_names("base_train"), class_names("novel_train")
     probe = get_peft_model(load_default("clip"), CoOpConfig(class_names=base_names))
-    test = {
-        "base": image_features(probe, "base_test", seed=1000, shots=args.test_per_class),
-        "novel": image_features(probe, "novel_test", seed=1000, shots=args.test_per_class),
-    }
-    results: dict[str, list[tuple[float, float]]] = {"zero-shot CLIP": [], **{name: [] for name in METHODS}}
+    test = {}
+    for split, key in (("base_test", "base"), ("novel_test", "novel")):
+        pixels, labels, _ = conceptworld(split, 1000, args.test_per_class)
+        test[key] = {"pixels": pixels, "labels": labels, "features": image_features(probe, pixels)}
+    rows = [(label, False) for label in LEARNERS] + [(label, True) for label in LEARNERS] + [(label, False) for label in OTHERS]
+    if args.skip_pixels:
+        rows = [row for row in rows if {**LEARNERS, **OTHERS}[row[0]][2] == "features"]
+    results: dict[str, list] = {"zero-shot CLIP": []}
+    prompts: dict[str, str] = {}
     start = time.perf_counter()
     for seed in tqdm(args.seeds, desc="seeds"):
-        train_features, train_labels = image_features(probe, "base_train", seed=seed, shots=args.shots)
-        for name, config_cls in METHODS.items():
+        pixels, labels, attributes = conceptworld("base_train", seed, args.shots)
+        train_data = {"pixels": pixels, "labels": labels, "attributes": attributes, "features": image_features(probe, pixels)}
+        with probe.disable_adapter():  # zero-shot CLIP: the hand-crafted template
+            zero_shot = [accuracy(probe, test["base"], "features")]
+            probe.base_model.set_class_names(novel_names)
+            zero_shot.append(accuracy(probe, test["novel"], "features"))
+            probe.base_model.set_class_names(base_names)
+        results["zero-shot CLIP"].append((*zero_shot, float("nan")))
+        for label, ipl in rows:
+            kind = {**LEARNERS, **OTHERS}[label][2]
+            name = f"{label} + IPL" if ipl else label
             torch.manual_seed(seed)
-            model = get_peft_model(load_default("clip"), config_cls(class_names=base_names))
-            if name == "CoOp":  # zero-shot CLIP is the same model with its adapter disabled
-                with model.disable_adapter():
-                    zero_shot = [accuracy(model, *test["base"])]
-                    model.base_model.set_class_names(novel_names)
-                    zero_shot.append(accuracy(model, *test["novel"]))
-                    model.base_model.set_class_names(base_names)
-                results["zero-shot CLIP"].append(tuple(zero_shot))
-            train(model, train_features, train_labels, args.steps, args.batch_size, args.lr, seed)
-            base_accuracy = accuracy(model, *test["base"])
+            model = build(label, ipl, base_names)
+            steps, batch, lr = ((args.steps, args.batch_size, args.lr) if kind == "features"
+                                else (args.intcoop_steps, args.intcoop_batch_size, args.intcoop_lr))  # fmt: skip
+            train(model, train_data, kind, steps, batch, lr, seed)
+            base_accuracy = accuracy(model, test["base"], kind)
+            share, prompt = readability(model)
+            prompts.setdefault(name, prompt)
             model.base_model.set_class_names(novel_names)
-            results[name].append((base_accuracy, accuracy(model, *test["novel"])))
+            results.setdefault(name, []).append((base_accuracy, accuracy(model, test["novel"], kind), share))
 
     print(f"\nConceptWorld base-to-novel: {len(base_names)} base / {len(novel_names)} novel classes, {args.shots} shots, "
-          f"{args.steps} steps, seeds {args.seeds}; tiny CLIP shipped with peft-interp ({time.perf_counter() - start:.0f} s)\n")  # fmt: skip
-    print(f"{'method':<16} {'base':>14} {'novel':>14} {'HM':>6}")
+          f"{args.steps} steps on features / {args.intcoop_steps} on pixels, seeds {args.seeds}; tiny CLIP shipped with "
+          f"peft-interp ({time.perf_counter() - start:.0f} s)\n")  # fmt: skip
+    print("| method | base | novel | HM | readable tokens |\n|---|---|---|---|---|")
+    spread = lambda values: statistics.stdev(values) if len(values) > 1 else 0.0  # noqa: E731
     for name, runs in results.items():
-        base = [b for b, _ in runs]
-        novel = [n for _, n in runs]
-        spread = lambda values: statistics.stdev(values) if len(values) > 1 else 0.0  # noqa: E731
-        print(
-            f"{name:<16} {100 * statistics.mean(base):>7.1f} ± {100 * spread(base):>4.1f} "
-            f"{100 * statistics.mean(novel):>7.1f} ± {100 * spread(novel):>4.1f} "
-            f"{100 * harmonic_mean(statistics.mean(base), statistics.mean(novel)):>6.1f}"
-        )
-    print(f"(chance: base {100 / len(base_names):.1f}, novel {100 / len(novel_names):.1f})")
+        base, novel, share = ([run[i] for run in runs] for i in range(3))
+        readable = "-" if math.isnan(share[0]) else f"{100 * statistics.mean(share):.0f}%"
+        print(f"| {name} | {100 * statistics.mean(base):.1f} ± {100 * spread(base):.1f} "
+              f"| {100 * statistics.mean(novel):.1f} ± {100 * spread(novel):.1f} "
+              f"| {100 * harmonic_mean(statistics.mean(base), statistics.mean(novel)):.1f} | {readable} |")  # fmt: skip
+    print(f"\n(chance: base {100 / len(base_names):.1f}, novel {100 / len(novel_names):.1f}; readable tokens: the share of "
+          "prompt tokens that are a selected word or whose learnt vector's nearest token is a readable word)\n")  # fmt: skip
+    print(f"Readable prompts (seed {args.seeds[0]}; [w] = nearest word of a learnt vector):")
+    for name, prompt in prompts.items():
+        print(f"  {name}: {prompt}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ context (SGD step on cross-entropy):
 * ``ours, cache``        the same with ``cache_image_features=True`` (steady state: every image seen before, as from
   the second epoch on).
 
-Then IPL's discrete step: greedy selection of 16 tokens over the full 49,408-token vocabulary, and the
+Then the discrete step of IPL's coverage_anchor variant: greedy selection of 16 tokens over the full 49,408-token vocabulary, and the
 ``select_tokens`` call of an ``IPLModel`` (readable-word filter, assignment) with 16 context tokens.
 
 Time: median of ``--repeats`` interleaved steps after a warm-up (see ``_measure.py``); memory: peak resident memory
@@ -167,7 +167,8 @@ def selection_seconds(repeats: int) -> dict:
     from peft_interp import IPLConfig
     from peft_interp.tuners.ipl.selection import greedy_select
 
-    model = get_peft_model(build_clip(), IPLConfig(class_names=class_names(10), num_context_tokens=16, context_init=None))
+    config = IPLConfig(class_names=class_names(10), num_context_tokens=16, context_init=None, variant="coverage_anchor")
+    model = get_peft_model(build_clip(), config)
     tuner = model.base_model
     units = F.normalize(tuner.context_layer.weight.float(), dim=-1)  # (49408, D): precomputed once
     context = tuner.context_layer.context["default"].detach()

@@ -214,6 +214,8 @@ def train_command(args) -> Path:
     if args.method in ("ivpt", "vpt_deep"):
         settings.setdefault("image_size", transform.image_size)
     config = method_config(args.method, names, settings)
+    if getattr(config, "attribute_loss_weight", None) is not None:  # IntCoOp, or IPL over IntCoOp
+        dataset, columns = label_attributes(args, backbone, transform, dataset, names, columns, config)
     import torch
 
     torch.manual_seed(args.seed)
@@ -259,6 +261,48 @@ def push_trained(model, output, args) -> None:
         metrics["validation_accuracy"] = output.best_metric
     commit = push_adapter(model, args.push_to_hub, private=args.hub_private, metrics=metrics, dataset=args.dataset)
     print(f"pushed to https://huggingface.co/{args.push_to_hub} ({getattr(commit, 'oid', commit)})")
+
+
+def label_attributes(args, backbone, transform, dataset, names, columns, config):
+    """IntCoOp's attribute word per training image, from ``--attribute-source`` (or ``--attribute-column``); says
+    which labeller it used. Refuses to train without one: IntCoOp's attribute loss rests on them."""
+    from dataclasses import replace
+
+    import torch
+
+    from .training.data import open_image
+    from .tuners.clip_prompt.model import load_tokenizer
+    from .tuners.intcoop.attributes import ATTRIBUTE_SOURCES, WithClassNames, add_attribute_column, attribute_source_from_spec
+
+    spec = args.attribute_source or (f"column:{args.attribute_column}" if args.attribute_column else None)
+    if spec is None:
+        raise SystemExit(f"--method {args.method} trains IntCoOp's attribute extractor on one attribute word per "
+                         f"training image: give --attribute-source ({ATTRIBUTE_SOURCES})")  # fmt: skip
+    if args.attribute_source and args.attribute_column:
+        raise SystemExit("give --attribute-source or --attribute-column, not both")
+
+    def pixels(images: list) -> torch.Tensor:
+        return torch.stack([transform(open_image(image)) for image in images])
+
+    try:
+        source, column, description = attribute_source_from_spec(
+            spec, backbone, load_tokenizer(config.tokenizer_name_or_path), pixels, args.attribute_id_column)
+    except ValueError as error:
+        raise SystemExit(f"--attribute-source: {error}") from None
+    if source is None:
+        if column not in dataset.column_names:
+            raise SystemExit(f"--attribute-source {spec}: no column {column!r}; the dataset has {dataset.column_names}")
+    else:
+        if spec.startswith("file:") and args.attribute_id_column not in dataset.column_names:
+            raise SystemExit(f"--attribute-source {spec}: the label file is keyed by image ids, but the dataset has no "
+                             f"column {args.attribute_id_column!r} (choose it with --attribute-id-column)")  # fmt: skip
+        column = "attribute" if "attribute" not in dataset.column_names else "attribute_label"
+        dataset = add_attribute_column(dataset, WithClassNames(source, names, columns.label), column=column)
+    labelled = sum(1 for word in dataset[column] if word)
+    print(f"IntCoOp attributes: {description}; {labelled} of {len(dataset)} training images have a word")
+    if labelled == 0:
+        raise SystemExit(f"--attribute-source {spec}: no training image got an attribute word")
+    return dataset, replace(columns, attribute=column)
 
 
 def load_trained(adapter: str, model: str | None):
@@ -404,7 +448,8 @@ def _data_options(parser: argparse.ArgumentParser, split_help: str) -> None:
     group.add_argument("--split", default=split_help, help=f"dataset split (default {split_help})")
     group.add_argument("--image-column", default="image")
     group.add_argument("--label-column", default="label")
-    group.add_argument("--attribute-column", default=None, help="IntCoOp attribute words (optional)")
+    group.add_argument("--attribute-column", default=None, help="IntCoOp attribute words (same as "
+                       "--attribute-source column:NAME)")
     group.add_argument("--class-names", nargs="+", default=None,
                        help="one name per label id, when the label column is not a ClassLabel")
     group.add_argument("--image-size", type=int, default=None, help="input size (default: the model's)")
@@ -450,6 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="base model: conceptworld-dinov2, conceptworld-clip (shipped), a folder or a Hub id")
     _data_options(train, "base_train")
     train.add_argument("--shots", type=int, default=None, help="images per class (few-shot), all when omitted")
+    train.add_argument("--attribute-source", default=None,
+                       help="IntCoOp (required for it): who gives each training image its attribute word: column:NAME, "
+                       "file:PATH (JSON {id: word} / CSV id,attribute), zero-shot[:ADJECTIVES_FILE] (zero-shot CLIP), "
+                       "blip2[:CHECKPOINT] (needs the checkpoint locally or the Hub) or conceptworld (ground truth)")
+    train.add_argument("--attribute-id-column", default="id", help="image-id column that file:PATH labels refer to")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method config field")
     train.add_argument("--output-dir", default=None, help="checkpoints and the final adapter (default runs/METHOD)")
     group = train.add_argument_group("optimisation (defaults: the method's paper recipe)")

@@ -1,5 +1,6 @@
 """The shared CLIP text-prompt core and CoOp: truncation parity, caching, PEFT behaviour."""
 
+from functools import partial
 from unittest import mock
 
 import pytest
@@ -42,7 +43,8 @@ def reference_text_features(clip, context, class_names, length=77):
 
 @pytest.mark.parametrize(
     "config_cls, class_specific",
-    [(CoOpConfig, False), (CoOpConfig, True), (IPLConfig, False), (DualViewMIConfig, False)],
+    [(CoOpConfig, False), (CoOpConfig, True), pytest.param(partial(IPLConfig, variant="coverage_anchor"), False,
+     id="IPL-coverage_anchor"), (DualViewMIConfig, False)],  # IPL's hybrid layout: tests/test_ipl_hybrid.py
 )
 def test_truncated_prompts_match_full_77_token_reference(images, config_cls, class_specific):
     """Every method on the core: logits of EOS-truncated prompts equal those of full 77-token prompts."""
@@ -157,7 +159,8 @@ def test_errors_name_the_problem():
 UNDERSCORED = ["lawn_mower", "Apply_Eye_Makeup", "cat"]
 
 
-@pytest.mark.parametrize("config_cls", [CoOpConfig, IPLConfig, DualViewMIConfig])
+@pytest.mark.parametrize("config_cls", [CoOpConfig, pytest.param(partial(IPLConfig, variant="coverage_anchor"),
+                                                                   id="IPL-coverage_anchor"), DualViewMIConfig])
 def test_underscores_in_class_names_are_read_as_spaces_like_reference_coop(images, config_cls):
     """Reference CoOp prompts `"X X X X " + name.replace("_", " ") + "."` and zero-shot CLIP
     `template.format(name.replace("_", " "))`: token ids and logits must match, for every method on the core."""

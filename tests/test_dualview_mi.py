@@ -9,11 +9,14 @@ from peft import PeftModel, get_peft_model
 
 from peft_interp import DualViewMIConfig
 from peft_interp.tuners.dualview_mi.layer import (
+    MLPCritic,
     feature_mixup_loss,
+    infonce_from_scores,
     infonce_mi_loss,
     mi_lower_bound,
     prompt_mixup_loss,
     same_class_partners,
+    visual_mixup,
 )
 
 from .tiny_models import make_clip
@@ -86,14 +89,17 @@ def test_views_coincide_at_initialisation_and_losses_are_reported(images, labels
                                + 0.5 * out.loss_terms["augmentation"])  # fmt: skip
 
 
-@pytest.mark.parametrize("estimator", ["infonce", "bilinear_critic"])
-def test_gradients_reach_exactly_the_adapter(images, labels, estimator):
-    model = dualview(mi_estimator=estimator, augmentation="feature_mixup").train()
+@pytest.mark.parametrize("estimator", ["mlp_critic", "infonce", "bilinear_critic"])
+@pytest.mark.parametrize("augmentation", ["visual_mixup", "feature_mixup"])
+def test_gradients_reach_exactly_the_adapter(images, labels, estimator, augmentation):
+    model = dualview(mi_estimator=estimator, augmentation=augmentation).train()
+    if estimator == "mlp_critic":  # a trained-looking critic: its output layer starts at zero
+        torch.nn.init.normal_(model.base_model.dualview_critic["default"].out.weight, std=0.5)
     model(pixel_values=images, labels=labels).loss.backward()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert with_grad == trainable
-    assert any("dualview_critic" in n for n in trainable) == (estimator == "bilinear_critic")
+    assert any("dualview_critic" in n for n in trainable) == (estimator != "infonce")
 
 
 def test_inference_rules(images):
@@ -135,9 +141,88 @@ def test_save_and_reload_exact(tmp_path, images, labels):
 
 
 def test_config_errors_name_the_field():
-    with pytest.raises(ValueError, match="`mi_estimator` must be one of \\['infonce', 'bilinear_critic'\\]"):
+    with pytest.raises(ValueError, match="`mi_estimator` must be one of \\['mlp_critic', 'infonce', 'bilinear_critic'\\]"):
         DualViewMIConfig(class_names=CLASSES, mi_estimator="mine")
     with pytest.raises(ValueError, match="`augmentation`"):
         DualViewMIConfig(class_names=CLASSES, augmentation="cutmix")
+    with pytest.raises(ValueError, match="`critic_hidden_size` must be a positive int, got 0"):
+        DualViewMIConfig(class_names=CLASSES, critic_hidden_size=0)
     with pytest.raises(ValueError, match="`templates`"):
         DualViewMIConfig(class_names=CLASSES, templates=["no slot"])
+
+
+def critic_by_hand(critic: MLPCritic, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """T(a_i, b_j) one pair at a time from the critic's weights: a.b / tau + w2 . gelu(W [a; b; a * b] + b1) + b2."""
+    weight = torch.cat([critic.left.weight, critic.right.weight, critic.product.weight], dim=1)  # (H, 3P)
+    rows = []
+    for i in range(len(a)):
+        row = []
+        for j in range(len(b)):
+            pair = torch.cat([a[i], b[j], a[i] * b[j]])
+            hidden = F.gelu(weight @ pair + critic.left.bias)
+            row.append(a[i] @ b[j] / critic.temperature + critic.out.weight[0] @ hidden + critic.out.bias[0])
+        rows.append(torch.stack(row))
+    return torch.stack(rows)
+
+
+def test_mlp_critic_scores_and_its_mi_bound_match_a_hand_computation():
+    torch.manual_seed(0)
+    critic = MLPCritic(8, 6, temperature=0.1).double()
+    soft, hand = unit(5, 8), unit(5, 8)
+    # at initialisation (zero output layer) it is the parameter-free cosine critic
+    torch.testing.assert_close(critic(soft, hand), soft @ hand.T / 0.1)
+    torch.nn.init.normal_(critic.out.weight, std=1.0)
+    torch.nn.init.normal_(critic.out.bias, std=1.0)
+    scores = critic_by_hand(critic, soft, hand)
+    torch.testing.assert_close(critic(soft, hand), scores)
+    # InfoNCE with this critic, both directions, from explicit sums; the bound is log C - L
+    s = scores.tolist()
+    forward = -sum(s[i][i] - math.log(sum(math.exp(v) for v in s[i])) for i in range(5)) / 5
+    backward = -sum(s[j][j] - math.log(sum(math.exp(s[i][j]) for i in range(5))) for j in range(5)) / 5
+    loss = infonce_from_scores(critic(soft, hand))
+    torch.testing.assert_close(loss, torch.tensor((forward + backward) / 2, dtype=torch.float64))
+    torch.testing.assert_close(mi_lower_bound(loss, 5), math.log(5) - loss)
+
+
+def test_training_the_critic_tightens_the_bound():
+    torch.manual_seed(1)
+    soft = unit(8, 8)
+    hand = F.normalize(soft.flip(-1) + 0.3 * unit(8, 8), dim=-1)  # dependent views, but not by cosine
+    critic = MLPCritic(8, 32, temperature=1.0).double()
+    before = mi_lower_bound(infonce_from_scores(critic(soft, hand)), 8).item()
+    optimizer = torch.optim.Adam(critic.parameters(), lr=0.01)
+    for _ in range(200):
+        optimizer.zero_grad()
+        infonce_from_scores(critic(soft, hand)).backward()
+        optimizer.step()
+    after = mi_lower_bound(infonce_from_scores(critic(soft, hand)), 8).item()
+    assert before < 0.5 * math.log(8) < after <= math.log(8)
+
+
+def test_visual_mixup_mixes_same_class_images_and_the_critic_scores_them(images, labels):
+    model = dualview()  # the defaults: MLP critic, visual mixup
+    config = model.peft_config["default"]
+    assert (config.mi_estimator, config.augmentation) == ("mlp_critic", "visual_mixup")
+    tuner = model.base_model
+    critic = tuner.dualview_critic["default"]
+    torch.nn.init.normal_(critic.out.weight, std=0.5)
+    batch_labels = torch.tensor([0, 2, 0, 2])
+    torch.manual_seed(5)
+    out = model.train()(pixel_values=images, labels=batch_labels)
+    # replay the same random draws: lam (Beta(1, 1), folded), then the partners
+    torch.manual_seed(5)
+    lam = torch.distributions.Beta(1.0, 1.0).sample((4,))
+    lam = torch.maximum(lam, 1 - lam)
+    partners = same_class_partners(batch_labels)
+    assert torch.equal(partners, torch.tensor([2, 3, 0, 1]))  # the only other image of each class
+    f = out.image_embeds
+    mixed = torch.stack([F.normalize(lam[i] * f[i] + (1 - lam[i]) * f[partners[i]], dim=0) for i in range(4)])
+    torch.manual_seed(5)
+    torch.distributions.Beta(1.0, 1.0).sample((4,))  # the draw of lam, then visual_mixup draws the partners
+    torch.testing.assert_close(visual_mixup(f, batch_labels, lam), mixed)
+    with torch.no_grad():
+        scores = critic_by_hand(critic, mixed, out.text_embeds)
+        expected = F.cross_entropy(scores, batch_labels)
+        mi = infonce_from_scores(critic_by_hand(critic, out.text_embeds, tuner.hand_crafted_features("default")))
+    torch.testing.assert_close(out.loss_terms["augmentation"], expected)
+    torch.testing.assert_close(out.loss_terms["mutual_information"], mi)

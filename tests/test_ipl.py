@@ -1,4 +1,5 @@
-"""IPL: greedy selection against brute force, readable prompts, anchoring, save/load, CoOp and IntCoOp learners."""
+"""IPL's coverage_anchor variant: greedy selection against brute force, readable prompts, anchoring, save/load, CoOp
+and IntCoOp learners. The default hybrid prompt is tested in test_ipl_hybrid.py."""
 
 import itertools
 import math
@@ -94,6 +95,7 @@ def test_selection_rejects_impossible_k():
 
 
 def ipl(**overrides):
+    overrides.setdefault("variant", "coverage_anchor")
     return get_peft_model(make_clip(), IPLConfig(class_names=CLASSES, **overrides))
 
 
@@ -159,7 +161,7 @@ def test_selection_and_readable_prompt_survive_save_and_load(tmp_path, images):
 
 
 def test_ipl_config_errors():
-    with pytest.raises(ValueError, match="`context_learner` must be one of \\['coop', 'intcoop'\\], got 'maple'"):
+    with pytest.raises(ValueError, match="`context_learner` must be one of \\['coop', 'intcoop', 'cocoop', 'kgcoop'\\], got 'maple'"):
         IPLConfig(class_names=CLASSES, context_learner="maple")
     with pytest.raises(ValueError, match="`class_specific_context`"):
         IPLConfig(class_names=CLASSES, class_specific_context=True)
@@ -204,7 +206,8 @@ def test_context_learner_picks_the_model_class_under_one_peft_type():
     assert isinstance(intcoop.base_model, IPLModel)
     assert coop.peft_config["default"].peft_type == intcoop.peft_config["default"].peft_type
     with pytest.raises(ValueError, match="`context_learner`='coop'"):
-        coop.add_adapter("other", IPLConfig(class_names=CLASSES, context_learner="intcoop", intcoop=INTCOOP))
+        coop.add_adapter("other", IPLConfig(class_names=CLASSES, context_learner="intcoop", intcoop=INTCOOP,
+                                            variant="coverage_anchor"))
 
 
 def test_intcoop_learner_is_intcoop_until_selection_then_adds_the_anchor(one_thread, images, labels):

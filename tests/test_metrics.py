@@ -42,7 +42,7 @@ def test_context_of_punctuation_and_word_pieces_is_not_readable():
 
 
 def test_faithfulness_is_one_when_the_context_is_its_own_decoding(images, labels):
-    model = get_peft_model(make_clip(), IPLConfig(class_names=CLASSES))
+    model = get_peft_model(make_clip(), IPLConfig(class_names=CLASSES, variant="coverage_anchor"))
     model.base_model.select_tokens()
     decoding = model.explain_prompt()
     with torch.no_grad():
@@ -69,7 +69,8 @@ def intcoop_like(kind, seed=11):
     if kind == "intcoop":
         config = IntCoOpConfig(class_names=CLASSES, visual_prompt_depth=2)
     else:
-        config = IPLConfig(class_names=CLASSES, context_learner="intcoop", intcoop={"visual_prompt_depth": 2})
+        config = IPLConfig(class_names=CLASSES, context_learner="intcoop", intcoop={"visual_prompt_depth": 2},
+                           variant="coverage_anchor")
     model = get_peft_model(make_clip(), config)
     torch.manual_seed(seed)
     with torch.no_grad():

@@ -104,7 +104,7 @@ def test_clip_adapters_share_their_readable_prompt(tmp_path):
     explanation = json.loads((save_for_hub(coop, tmp_path / "coop") / "explanation.json").read_text())
     assert explanation["readable_prompt"] == " ".join(explanation["context_tokens"]) + " {}."
     assert explanation["template"] == "a photo of a {}."
-    ipl = get_peft_model(make_clip(), IPLConfig(class_names=NAMES))
+    ipl = get_peft_model(make_clip(), IPLConfig(class_names=NAMES, variant="coverage_anchor"))
     ipl.base_model.select_tokens()
     folder = save_for_hub(ipl, tmp_path / "ipl")
     card = ModelCard.load(folder / "README.md")

@@ -5,7 +5,9 @@ Everything method-specific comes from the tuner, not from branches here:
 * ``tuner.training_recipe()`` — the paper's optimiser, schedule, batch size, clipping
   (:class:`~peft_interp.tuners.recipe.TrainingRecipe`); :class:`TrainingArguments` override any of them;
 * ``tuner.optimizer_param_groups()`` — parameter groups with their own learning rates (IVPT has two);
-* ``tuner.on_train_step_begin(step)`` — discrete phases between optimiser steps (IPL's token selection);
+* ``tuner.on_train_begin(dataset, collate_fn, steps_per_epoch)`` — once before the loop (IPL caches the training
+  images' features for its word selection);
+* ``tuner.on_train_step_begin(step)`` — discrete phases between optimiser steps (IPL's word selection);
 * the forward pass in training mode returns the method's whole loss (IVPT's equivariance pass included).
 * ``tuner.on_epoch_end(epoch, num_epochs)`` — after each epoch's last step (PromptSRC's prompt aggregation).
 
@@ -319,6 +321,7 @@ class InterpTrainer:
             accelerator.init_trackers("peft-interp", config={k: v for k, v in asdict(self.recipe).items() if v is not None})
 
         trainable = [param for group in optimizer.param_groups for param in group["params"]]
+        self.tuner.on_train_begin(self.train_dataset, self.collate_fn, state.steps_per_epoch)
         model.train()
         batches = iter(self._loader(state.step))
         images, start = 0, time.perf_counter()

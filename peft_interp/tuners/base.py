@@ -169,6 +169,11 @@ class InterpTuner(BaseTuner):
         params = [param for param in self.parameters() if param.requires_grad]
         return [{"params": params, "lr": self.training_recipe().learning_rate}]
 
+    def on_train_begin(self, train_dataset, collate_fn, steps_per_epoch: int) -> None:
+        """Called by the trainers once before the first step (also when resuming) with the training rows, the collate
+        function that turns a list of them into model inputs, and the optimiser steps per epoch; methods whose
+        discrete phases read the training data (IPL's task-loss word selection) cache what they need here."""
+
     def on_train_step_begin(self, step: int) -> None:
         """Called by the trainers before optimiser step ``step`` (0-based); methods with discrete phases (IPL's
         token selection) run them here."""

@@ -7,8 +7,8 @@ from typing import Literal, Optional
 
 from ..clip_prompt.config import ClipPromptConfig
 
-MI_ESTIMATORS = ("infonce", "bilinear_critic")
-AUGMENTATIONS = ("prompt_mixup", "feature_mixup", "none")
+MI_ESTIMATORS = ("mlp_critic", "infonce", "bilinear_critic")
+AUGMENTATIONS = ("visual_mixup", "prompt_mixup", "feature_mixup", "none")
 INFERENCE_RULES = ("soft", "late_fusion", "average")
 
 
@@ -29,15 +29,24 @@ class DualViewMIConfig(ClipPromptConfig):
             :class:`~peft_interp.tuners.clip_prompt.ClipPromptConfig` (defaults: 4 vectors from "a photo of a").
         templates (`list[str]`, *optional*): Hand-crafted view as the mean of several templates (each with one
             ``{}``); ``None`` uses ``template`` alone. Computed once (the text tower is frozen).
-        mi_estimator (`str`): ``"infonce"`` (default): symmetric InfoNCE between the two views over the classes,
-            ``I(S; H) >= log C - L_mi``; ``"bilinear_critic"``: the same with a learnt bilinear critic
-            ``s^T W h / tau`` (W starts at the identity), closer to the paper's learnable estimator.
+        mi_estimator (`str`): The learnable MI estimator the paper's summaries describe, as InfoNCE with a critic
+            ``T`` trained jointly with the prompt (``I >= log n - L`` for any critic, see
+            :mod:`peft_interp.tuners.dualview_mi.layer`). ``"mlp_critic"`` (default):
+            ``T(a, b) = a.b / tau + MLP(a, b, a * b)``, the MLP's output layer zero at start;
+            ``"bilinear_critic"``: ``T = a^T W b / tau`` (W starts at the identity); ``"infonce"``: the parameter-free
+            ``T = a.b / tau`` (our earlier default). The soft and hand-crafted views are scored over the classes
+            (symmetric InfoNCE), and with ``visual_mixup`` the same critic scores the augmented image features
+            against the soft view.
+        critic_hidden_size (`int`): Hidden units of the MLP critic; 256.
         mi_temperature (`float`): ``tau`` of the estimator; 0.07.
         mi_weight (`float`): 1.0.
-        augmentation (`str`): class-wise visual augmentation. ``"prompt_mixup"`` (default): each sample's soft
-            prompt of its own class mixed with its image feature, ``t = norm(lam s_y + (1 - lam) f(x))``, must still
-            pick class ``y`` in the hand-crafted view; ``"feature_mixup"``: image features mixed with another image
-            of the same class, classified by the soft view; ``"none"``. Only samples of one class are ever mixed.
+        augmentation (`str`): class-wise visual augmentation; only samples of one class are ever mixed.
+            ``"visual_mixup"`` (default): each image feature mixed with another image of its class,
+            ``f~ = norm(lam f_i + (1 - lam) f_j)``, and the MI estimator's critic must match ``f~`` to its class's
+            soft prompt among all classes (InfoNCE over classes, ``CE(T(f~, s_c), y)``);
+            ``"prompt_mixup"``: the sample's soft prompt mixed with its own image feature,
+            ``t = norm(lam s_y + (1 - lam) f(x))``, must pick class ``y`` in the hand-crafted view (cosine / tau);
+            ``"feature_mixup"``: ``f~`` classified by the soft view with CLIP's logit scale (no critic); ``"none"``.
         augmentation_weight (`float`): 0.5.
         mixup_alpha (`float`): ``lam ~ Beta(alpha, alpha)``, then ``lam = max(lam, 1 - lam)``; 1.0.
         inference (`str`): how eval-mode logits are made: ``"soft"`` (default) from the soft view only;
@@ -49,10 +58,11 @@ class DualViewMIConfig(ClipPromptConfig):
     method_name = "dualview_mi"
 
     templates: Optional[list[str]] = None
-    mi_estimator: Literal["infonce", "bilinear_critic"] = "infonce"
+    mi_estimator: Literal["mlp_critic", "infonce", "bilinear_critic"] = "mlp_critic"
+    critic_hidden_size: int = 256
     mi_temperature: float = 0.07
     mi_weight: float = 1.0
-    augmentation: Literal["prompt_mixup", "feature_mixup", "none"] = "prompt_mixup"
+    augmentation: Literal["visual_mixup", "prompt_mixup", "feature_mixup", "none"] = "visual_mixup"
     augmentation_weight: float = 0.5
     mixup_alpha: float = 1.0
     inference: Literal["soft", "late_fusion", "average"] = "soft"
@@ -72,6 +82,8 @@ class DualViewMIConfig(ClipPromptConfig):
             raise ValueError("`class_specific_context` must be False for DualViewMI: novel classes need the context.")
         if self.templates is not None and (not self.templates or any(t.count("{}") != 1 for t in self.templates)):
             raise ValueError(f"`templates` must be a non-empty list of strings with one '{{}}' each, got {self.templates!r}.")
+        if not isinstance(self.critic_hidden_size, int) or self.critic_hidden_size < 1:
+            raise ValueError(f"`critic_hidden_size` must be a positive int, got {self.critic_hidden_size!r}.")
         if self.mi_temperature <= 0 or self.mixup_alpha <= 0:
             raise ValueError("`mi_temperature` and `mixup_alpha` must be > 0.")
         if not 0 <= self.fusion_weight <= 1:

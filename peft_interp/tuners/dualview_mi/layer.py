@@ -1,6 +1,11 @@
-"""DualViewMI's mutual-information estimators and class-wise visual augmentation (pure functions + the critic).
+"""DualViewMI's mutual-information estimators and class-wise visual augmentation (pure functions + the critics).
 
 Shapes: ``C`` classes, ``B`` images, ``P`` joint embedding width; all features L2-normalised.
+
+Every estimator here is InfoNCE (van den Oord et al., 2018) with some critic ``T(a, b)``: for ``n`` positive pairs
+``(a_i, b_i)`` with the other ``b_j`` as negatives, ``L = -(1/n) sum_i log softmax_j T(a_i, b_j)[i]`` and
+``I(A; B) >= log n - L`` whatever the critic (Poole et al., "On Variational Bounds of Mutual Information", 2019).
+Training the critic to lower ``L`` tightens the bound (the MINE / InfoNCE family of learnt estimators).
 """
 
 from __future__ import annotations
@@ -10,6 +15,12 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def infonce_from_scores(scores: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE of a square ``(C, C)`` score matrix whose diagonal holds the positive pairs."""
+    targets = torch.arange(len(scores), device=scores.device)
+    return (F.cross_entropy(scores, targets) + F.cross_entropy(scores.T, targets)) / 2
 
 
 def infonce_mi_loss(soft: torch.Tensor, hand: torch.Tensor, temperature: float, critic: torch.Tensor | None = None):
@@ -66,3 +77,37 @@ class BilinearCritic(nn.Module):
     def __init__(self, width: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.eye(width))
+
+
+def visual_mixup(image_embeds: torch.Tensor, labels: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """Class-wise visual mixup: each image feature mixed with a random other image of its class (itself if alone),
+    ``norm(lam_i f_i + (1 - lam_i) f_j)`` with ``y_j = y_i``; ``(B, P) -> (B, P)``."""
+    partners = same_class_partners(labels)
+    return F.normalize(lam[:, None] * image_embeds + (1 - lam[:, None]) * image_embeds[partners], dim=-1)
+
+
+class MLPCritic(nn.Module):
+    """A learnt critic ``T(a, b) = a.b / tau + w2 . GELU(W_a a + W_b b + W_ab (a * b) + b1)`` (scalar per pair).
+
+    The first term is the parameter-free InfoNCE critic; the MLP on the pair (its concatenation and elementwise
+    product, as MINE's statistics network on a joint input) adds what it learns. ``w2`` starts at zero, so training
+    starts from the cosine critic. Scores are computed for every pair without materialising ``(n, m, 3P)`` inputs:
+    ``W_a a`` and ``W_b b`` are computed once per row, only ``W_ab (a * b)`` per pair.
+
+    Args:
+        width: ``P``. hidden_size: hidden units of the MLP. temperature: ``tau`` of the cosine term.
+    """
+
+    def __init__(self, width: int, hidden_size: int, temperature: float) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.left, self.right = nn.Linear(width, hidden_size), nn.Linear(width, hidden_size, bias=False)
+        self.product = nn.Linear(width, hidden_size, bias=False)
+        self.out = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Scores ``(n, m)`` of every pair of ``a`` ``(n, P)`` and ``b`` ``(m, P)``."""
+        hidden = self.left(a)[:, None] + self.right(b)[None] + self.product(a[:, None] * b[None])  # (n, m, H)
+        return a @ b.T / self.temperature + self.out(F.gelu(hidden)).squeeze(-1)

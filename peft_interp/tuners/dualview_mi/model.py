@@ -14,11 +14,13 @@ from ..recipe import TrainingRecipe
 from .config import DualViewMIConfig
 from .layer import (
     BilinearCritic,
+    MLPCritic,
     feature_mixup_loss,
-    infonce_mi_loss,
+    infonce_from_scores,
     mi_lower_bound,
     mixup_weights,
     prompt_mixup_loss,
+    visual_mixup,
 )
 
 
@@ -67,12 +69,16 @@ class DualViewMIModel(ClipPromptTuner):
     prefix = "dualview_"
     shared_module_names = ("dualview_critic",)
 
-    def inject_adapter(self, model, adapter_name: str, **kwargs) -> None:
-        config: DualViewMIConfig = self.peft_config[adapter_name]
+    def _adapter_modules(self, model, config: DualViewMIConfig, adapter_name: str):
+        """The prompt core's modules and, for a learnt estimator, its critic as a shared module (created after the
+        base-model check, like every module of an adapter)."""
+        layers, shared = super()._adapter_modules(model, config, adapter_name)
+        width = model.config.projection_dim
         if config.mi_estimator == "bilinear_critic":
-            width = model.config.projection_dim
-            self._add_shared_modules(adapter_name, {"dualview_critic": BilinearCritic(width)}, model.device)
-        super().inject_adapter(model, adapter_name, **kwargs)
+            shared = {**shared, "dualview_critic": BilinearCritic(width)}
+        elif config.mi_estimator == "mlp_critic":
+            shared = {**shared, "dualview_critic": MLPCritic(width, config.critic_hidden_size, config.mi_temperature)}
+        return layers, shared
 
     def hand_crafted_features(self, adapter_name: str) -> torch.Tensor:
         """``(C, P)`` hand-crafted view: the normalised mean over the config's templates (computed once)."""
@@ -80,9 +86,16 @@ class DualViewMIModel(ClipPromptTuner):
         views = [self.zero_shot_text_features(config.class_names, t) for t in config.hand_crafted_templates]
         return F.normalize(torch.stack(views).mean(dim=0), dim=-1)
 
-    def _critic(self, adapter_name: str) -> torch.Tensor | None:
+    def critic_scores(self, adapter_name: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``T(a_i, b_j)`` ``(n, m)`` of the configured estimator for normalised ``a`` ``(n, P)``, ``b`` ``(m, P)``."""
+        config: DualViewMIConfig = self.peft_config[adapter_name]
         critics = self._modules.get("dualview_critic")
-        return critics[adapter_name].weight if critics is not None and adapter_name in critics else None
+        critic = critics[adapter_name] if critics is not None and adapter_name in critics else None
+        if isinstance(critic, MLPCritic):
+            return critic(a, b)
+        if isinstance(critic, BilinearCritic):
+            return a @ critic.weight @ b.T / config.mi_temperature
+        return a @ b.T / config.mi_temperature
 
     def forward(self, pixel_values=None, labels=None, image_embeds=None, **kwargs) -> ClipPromptOutput:
         output = super().forward(pixel_values=pixel_values, labels=labels, image_embeds=image_embeds, **kwargs)
@@ -94,7 +107,7 @@ class DualViewMIModel(ClipPromptTuner):
         if labels is not None:
             terms = {"mutual_information": (config.mi_weight, self._mi_loss(adapter_name, soft, hand))}
             if config.augmentation != "none":
-                terms["augmentation"] = (config.augmentation_weight, self._augmentation_loss(config, output, hand, labels))
+                terms["augmentation"] = (config.augmentation_weight, self._augmentation_loss(adapter_name, output, hand, labels))
             output.loss = output.loss + sum(weight * value for weight, value in terms.values())
             output.loss_terms.update({name: value for name, (_, value) in terms.items()})
         if not self.training:
@@ -102,10 +115,15 @@ class DualViewMIModel(ClipPromptTuner):
         return output
 
     def _mi_loss(self, adapter_name: str, soft: torch.Tensor, hand: torch.Tensor) -> torch.Tensor:
-        return infonce_mi_loss(soft, hand, self.peft_config[adapter_name].mi_temperature, self._critic(adapter_name))
+        """Symmetric InfoNCE of the soft and hand-crafted views over the classes, with the estimator's critic."""
+        return infonce_from_scores(self.critic_scores(adapter_name, soft, hand))
 
-    def _augmentation_loss(self, config, output: ClipPromptOutput, hand, labels) -> torch.Tensor:
+    def _augmentation_loss(self, adapter_name: str, output: ClipPromptOutput, hand, labels) -> torch.Tensor:
+        config: DualViewMIConfig = self.peft_config[adapter_name]
         lam = mixup_weights(len(labels), config.mixup_alpha, labels.device)
+        if config.augmentation == "visual_mixup":  # the critic matches mixed image features to their class's prompt
+            mixed = visual_mixup(output.image_embeds, labels, lam)
+            return F.cross_entropy(self.critic_scores(adapter_name, mixed, output.text_embeds), labels)
         if config.augmentation == "prompt_mixup":
             return prompt_mixup_loss(output.text_embeds, hand, output.image_embeds, labels, lam, config.mi_temperature)
         scale = self.model.logit_scale.exp()

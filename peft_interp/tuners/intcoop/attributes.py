@@ -300,3 +300,83 @@ def save_attribute_file(dataset, path: str | Path, id_column: str = "id", column
 def attributes_of(batch: dict[str, list], column: str = "attribute") -> list[Optional[str]]:
     """The ``attributes`` argument of ``IntCoOpModel.forward`` from a batch of a labelled dataset."""
     return [word or None for word in batch[column]]
+
+
+ATTRIBUTE_SOURCES = "column:NAME, file:PATH, zero-shot[:ADJECTIVES_FILE], blip2[:CHECKPOINT] or conceptworld"
+
+
+def adjectives_from_file(path: str | Path) -> list[str]:
+    """One adjective per line (blank lines and ``#`` comments skipped), lower-cased; refuses an empty list."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"adjective list {str(path)!r} does not exist")
+    words = [line.strip().lower() for line in path.read_text().splitlines()]
+    words = [word for word in words if word and not word.startswith("#")]
+    if not words:
+        raise ValueError(f"adjective list {str(path)!r} holds no words")
+    return words
+
+
+def attribute_source_from_spec(
+    spec: str, clip=None, tokenizer=None, transform: Callable[[list], torch.Tensor] | None = None, id_column: str = "id"
+) -> tuple[Optional[AttributeSource], Optional[str], str]:
+    """Parse an attribute-source spec (the ``--attribute-source`` flag of ``peft-interp train``).
+
+    Returns ``(source, column, description)``: a source to label the images with (``None`` for ``column:NAME``,
+    whose words are read as they are from ``column``), and a sentence saying which labeller it is.
+
+    * ``column:NAME`` — the words already in dataset column ``NAME``;
+    * ``file:PATH`` — a JSON / CSV label file keyed by ``id_column`` (:class:`LabelFileAttributes`);
+    * ``zero-shot`` or ``zero-shot:ADJECTIVES_FILE`` — zero-shot ``clip`` over :data:`DEFAULT_ADJECTIVES` or the
+      file's adjectives (:class:`ZeroShotAttributes`);
+    * ``blip2`` or ``blip2:CHECKPOINT`` — BLIP-2 VQA (default ``Salesforce/blip2-flan-t5-xl``), as in the paper;
+      refused with a message when the checkpoint cannot be loaded (offline, not cached);
+    * ``conceptworld`` — ConceptWorld's ground truth (the wing colour, :class:`ConceptWorldAttributes`).
+
+    Raises:
+        ValueError: naming the spec and what was expected.
+    """
+    kind, _, value = spec.partition(":")
+    if kind == "column":
+        if not value:
+            raise ValueError("attribute source 'column:NAME' needs the column name after 'column:'")
+        return None, value, f"the words of dataset column {value!r}"
+    if kind == "file":
+        if not value or not Path(value).is_file():
+            raise ValueError(f"attribute source {spec!r}: no label file {value!r} (JSON {{id: word}} or CSV id,attribute)")
+        return LabelFileAttributes(value, id_column=id_column), None, f"label file {value} (ids from column {id_column!r})"
+    if kind == "zero-shot":
+        vocabulary = adjectives_from_file(value) if value else list(DEFAULT_ADJECTIVES)
+        source = ZeroShotAttributes(clip, tokenizer, vocabulary, transform=transform)
+        import hashlib
+
+        weights = hashlib.sha1(clip.visual_projection.weight.detach().cpu().numpy().tobytes()).hexdigest()
+        source.fingerprint = f"zero-shot|{weights}|{'/'.join(vocabulary)}"  # the model's weights and the words
+        where = f"the adjectives of {value}" if value else "the built-in list"
+        return source, None, f"zero-shot CLIP over {len(vocabulary)} adjectives ({where})"
+    if kind == "blip2":
+        checkpoint = value or "Salesforce/blip2-flan-t5-xl"
+        try:
+            source = CaptionerAttributes.from_pretrained(checkpoint)
+        except (OSError, ValueError, ImportError) as error:
+            raise ValueError(
+                f"attribute source {spec!r}: the BLIP-2 checkpoint {checkpoint!r} cannot be loaded here ({error}). "
+                "It needs the Hub or a local copy; pick another labeller: zero-shot, file:PATH or column:NAME."
+            ) from None
+        return source, None, f"BLIP-2 ({checkpoint}) asked for one adjective per image"
+    if kind == "conceptworld" and not value:
+        return ConceptWorldAttributes(), None, "ConceptWorld's ground truth (wing colour)"
+    raise ValueError(f"unknown attribute source {spec!r}: expected {ATTRIBUTE_SOURCES}")
+
+
+class WithClassNames:
+    """Adds a ``class_name`` column (from the label ids) to each batch before calling a source that asks for it."""
+
+    def __init__(self, source: AttributeSource, class_names: list[str], label_column: str = "label") -> None:
+        self.source, self.class_names, self.label_column = source, list(class_names), label_column
+        fingerprint = getattr(source, "fingerprint", None)
+        self.fingerprint = None if fingerprint is None else f"{fingerprint}|{'/'.join(self.class_names)}"
+
+    def __call__(self, batch: dict[str, list]) -> list[Optional[str]]:
+        names = [self.class_names[int(label)] for label in batch[self.label_column]]
+        return self.source({**batch, "class_name": names})
