@@ -1,0 +1,77 @@
+"""Edges of the CLIP prompt core: prompts of exactly CLIP's 77 tokens, and class-name words (hyphenated parts
+included) kept out of the readable vocabulary that context words are read from."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import get_peft_model
+
+from peft_interp import CoOpConfig
+from peft_interp.data import load_clip_tokenizer
+from peft_interp.tuners.clip_prompt.prompts import build_prompts
+from peft_interp.tuners.clip_prompt.vocabulary import STOP_WORDS, class_name_words, readable_token_ids
+
+from .tiny_models import make_clip
+
+
+def long_name(tokens: int) -> str:
+    """A class name of exactly ``tokens`` BPE tokens ("cat" is one token)."""
+    return " ".join(["cat"] * tokens)
+
+
+def test_a_prompt_of_exactly_77_tokens_is_accepted_and_78_refused(images):
+    # [SOS] + 4 context + name + "." + [EOS] = 77 with a name of 70 tokens.
+    tokenizer = load_clip_tokenizer()
+    assert len(tokenizer.encode(long_name(70) + ".", add_special_tokens=False)) == 71
+    model = get_peft_model(make_clip(), CoOpConfig(class_names=["dog", long_name(70)]))
+    prompts = model.base_model.prompts("default")
+    assert prompts.input_ids.shape == (2, 77) and prompts.eos_positions.tolist()[1] == 76
+    assert model(pixel_values=images).logits.shape == (4, 2)
+
+    model.set_class_names(["dog", long_name(71)])
+    with pytest.raises(ValueError, match=r"is 78 tokens long; CLIP reads at most 77"):
+        model(pixel_values=images)
+
+
+def test_build_prompts_limit_is_inclusive():
+    tokenizer = load_clip_tokenizer()
+    batch = build_prompts(tokenizer, [[3, "cat"], [2, "cat cat"]], max_length=6)
+    assert batch.input_ids.shape == (2, 6)
+    assert batch.soft_mask.sum(1).tolist() == [3, 2]
+    assert batch.soft_mask[0].tolist() == [False, True, True, True, False, False]
+    with pytest.raises(ValueError, match="is 7 tokens long; CLIP reads at most 6"):
+        build_prompts(tokenizer, [[4, "cat"], [1, "cat cat"]], max_length=6)
+
+
+def test_class_name_words_split_spaces_and_hyphens_lower_case():
+    assert class_name_words(["Red-headed Woodpecker", "sea  lion"]) == {"red", "headed", "woodpecker", "sea", "lion"}
+
+
+def test_readable_vocabulary_excludes_class_words_and_stop_words():
+    tokenizer = load_clip_tokenizer()
+    vocab = tokenizer.get_vocab()
+    words = ["red", "headed", "woodpecker", "lion", "photo", "green"]
+    ids = {word: vocab[f"{word}</w>"] for word in words}
+    all_readable = set(readable_token_ids(tokenizer).tolist())
+    assert set(ids.values()) <= all_readable
+    assert vocab["the</w>"] not in all_readable and "the" in STOP_WORDS  # stop words are never readable
+    assert vocab["ab</w>"] not in all_readable  # shorter than 3 letters
+    excluded = set(readable_token_ids(tokenizer, exclude_words=class_name_words(["Red-headed woodpecker", "lion"]))
+                   .tolist())  # fmt: skip
+    assert excluded == all_readable - {ids[w] for w in ("red", "headed", "woodpecker", "lion")}
+
+
+def test_coop_readable_prompt_never_uses_class_name_words():
+    """A context sitting exactly on the embeddings of class-name words decodes to other words."""
+    model = get_peft_model(make_clip(), CoOpConfig(class_names=["red-headed woodpecker", "lion"]))
+    tuner = model.base_model
+    vocab = tuner.tokenizer().get_vocab()
+    table = tuner.context_layer.weight
+    with torch.no_grad():
+        ids = [vocab[f"{word}</w>"] for word in ("red", "headed", "lion", "photo")]
+        tuner.context_layer.context["default"].copy_(table[ids])
+    metadata = tuner.explanation_metadata()
+    assert metadata["context_tokens"][3] == "photo"
+    assert not {"red", "headed", "woodpecker", "lion"} & set(metadata["context_tokens"])
+    assert tuner.decode_context().tokens == ["red", "headed", "lion", "photo"]  # unrestricted decoding
