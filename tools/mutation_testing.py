@@ -12,7 +12,9 @@ How the run is kept short:
   fail at once on tensors and floats, are left out);
 * per module group a seeded random sample of ``--per-group`` mutants (default 16);
 * each mutant runs only the group's own test files, with ``pytest -x`` (stops at the first failure) and a timeout
-  of 3x the group's baseline run.
+  of 3x the group's baseline run;
+* a fork server imports torch, transformers, PEFT, datasets and pytest once; each mutant's test run is a fork of it
+  that imports only ``peft_interp`` (mutated, from disk) and the tests: seconds instead of a cold start.
 
 It works on a copy of the repository's committed ``HEAD`` (``git archive``) in ``--workdir``, never on the checkout:
 cosmic-ray edits files in place. Usage (``pip install -e ".[mutation]"``)::
@@ -28,10 +30,14 @@ cannot change any observable behaviour (an *equivalent* mutant) is not a missing
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import re
+import select
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -78,8 +84,90 @@ REALISTIC_OPERATORS = re.compile(
 )
 
 
-def pytest_command(test_files: list[str]) -> str:
-    return f"{sys.executable} -m pytest -x -q -p no:cacheprovider --no-header -W ignore " + " ".join(test_files)
+PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "--no-header", "-W", "ignore"]
+WARM_IMPORTS = ("torch", "numpy", "PIL.Image", "transformers", "peft", "accelerate", "datasets", "evaluate",
+                "safetensors.torch", "huggingface_hub", "pytest", "tqdm.auto", "yaml", "jinja2")  # fmt: skip
+
+
+def pytest_command(test_files: list[str], server: Path | None = None) -> str:
+    """The test command of a group: through the fork server when one runs, else a plain pytest process."""
+    if server is None:
+        return f"{sys.executable} -m pytest " + " ".join(PYTEST_ARGS + test_files)
+    return f"{sys.executable} {Path(__file__).resolve()} --client {server} " + " ".join(test_files)
+
+
+# ------------------------------------------------------------------------------------------------ fork server
+def serve(path: Path, source: Path) -> None:
+    """Import the heavy dependencies once, then for every request fork a child that runs pytest in ``source``."""
+    import importlib
+
+    for name in WARM_IMPORTS:
+        importlib.import_module(name)
+    import transformers  # the lazy model classes the tests build
+
+    for name in ("CLIPModel", "CLIPVisionModel", "Dinov2Model", "Dinov2WithRegistersModel", "CLIPTokenizer"):
+        getattr(transformers, name)
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    while True:
+        connection, _ = listener.accept()
+        with connection:
+            request = json.loads(connection.makefile().readline())
+            pid = os.fork()
+            if pid == 0:  # the child: a fresh session, so that a timeout can end its subprocesses too
+                listener.close()
+                os.setsid()
+                os.chdir(source)
+                sys.argv = ["pytest"]
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1), os.dup2(devnull, 2)
+                import pytest
+
+                code = 1
+                try:
+                    code = int(pytest.main(PYTEST_ARGS + request["tests"]))
+                finally:
+                    os._exit(code)
+            code = _wait_or_kill(pid, connection)
+            if code is not None:
+                connection.sendall(f"{code}\n".encode())
+
+
+def _wait_or_kill(pid: int, connection: socket.socket) -> int | None:
+    """The child's exit code; if the client goes away first (cosmic-ray's timeout), kill the child's session."""
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        readable, _, _ = select.select([connection], [], [], 0.2)
+        if readable and not connection.recv(1, socket.MSG_PEEK):
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return None
+
+
+def client(path: Path, tests: list[str]) -> int:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.connect(str(path))
+        connection.sendall((json.dumps({"tests": tests}) + "\n").encode())
+        answer = connection.makefile().readline()
+    return int(answer) if answer.strip() else 1
+
+
+def start_server(workdir: Path, source: Path) -> tuple[subprocess.Popen, Path]:
+    path = workdir / "fork-server.sock"
+    path.unlink(missing_ok=True)
+    process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(path), str(source)],
+                               cwd=source, env=environment(source))  # fmt: skip
+    for _ in range(600):
+        if path.exists():
+            return process, path
+        if process.poll() is not None:
+            raise SystemExit("The fork server did not start.")
+        time.sleep(0.5)
+    raise SystemExit("The fork server did not start within 5 minutes.")
 
 
 def copy_head(workdir: Path) -> Path:
@@ -99,23 +187,22 @@ def environment(source: Path) -> dict:
     return env
 
 
-def baseline_seconds(source: Path, test_files: list[str]) -> float:
+def baseline_seconds(source: Path, test_files: list[str], server: Path) -> float:
     start = time.perf_counter()
-    result = subprocess.run(pytest_command(test_files), shell=True, cwd=source, env=environment(source),
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(pytest_command(test_files, server), shell=True, cwd=source, env=environment(source))
     if result.returncode != 0:
-        raise SystemExit(f"The unmutated tests fail ({test_files}):\n{result.stdout[-3000:]}")
+        raise SystemExit(f"The unmutated tests fail ({test_files}): run {pytest_command(test_files)} in {source}.")
     return time.perf_counter() - start
 
 
-def write_config(path: Path, modules: list[str], test_files: list[str], timeout: float) -> None:
+def write_config(path: Path, modules: list[str], test_command: str, timeout: float) -> None:
     module_list = ", ".join(f'"{m}"' for m in modules)
     path.write_text(
         "[cosmic-ray]\n"
         f"module-path = [{module_list}]\n"
         f"timeout = {timeout:.0f}\n"
         "excluded-modules = []\n"
-        f"test-command = {pytest_command(test_files)!r}\n".replace("'", '"')
+        f"test-command = {test_command!r}\n".replace("'", '"')
         + "\n[cosmic-ray.distributor]\nname = \"local\"\n"
     )
 
@@ -135,11 +222,12 @@ def sample(session: Path, per_group: int, seed: int) -> tuple[int, int]:
     return len(realistic), len(chosen)
 
 
-def run_group(name: str, source: Path, workdir: Path, per_group: int, seed: int) -> None:
+def run_group(name: str, source: Path, workdir: Path, per_group: int, seed: int, server: Path) -> None:
     modules, test_files = GROUPS[name]
-    seconds = baseline_seconds(source, test_files)
+    seconds = baseline_seconds(source, test_files, server)
     config, session = workdir / f"{name}.toml", workdir / f"{name}.sqlite"
-    write_config(config, [str(source / module) for module in modules], test_files, timeout=3 * seconds + 30)
+    command = pytest_command(test_files, server)
+    write_config(config, [str(source / module) for module in modules], command, timeout=3 * seconds + 30)
     session.unlink(missing_ok=True)
     env = environment(source)
     subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=source, env=env, check=True)
@@ -203,12 +291,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/peft-interp-mutation"))
     parser.add_argument("--report", action="store_true", help="only print the report of the last run")
-    args = parser.parse_args()
+    parser.add_argument("--serve", nargs=2, type=Path, help=argparse.SUPPRESS)  # internal: socket, source
+    parser.add_argument("--client", type=Path, help=argparse.SUPPRESS)  # internal: socket; tests follow
+    args, tests = parser.parse_known_args()
+    if args.client:
+        sys.exit(client(args.client, tests))
+    if args.serve:
+        return serve(*args.serve)
     args.workdir.mkdir(parents=True, exist_ok=True)
     if not args.report:
         source = copy_head(args.workdir)
-        for name in args.groups:
-            run_group(name, source, args.workdir, args.per_group, args.seed)
+        process, server = start_server(args.workdir, source)
+        try:
+            for name in args.groups:
+                run_group(name, source, args.workdir, args.per_group, args.seed, server)
+        finally:
+            process.kill()
     text = report(args.workdir)
     (args.workdir / "report.md").write_text(text)
     print(text)
