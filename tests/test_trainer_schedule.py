@@ -4,6 +4,7 @@ checkpoints that appear only by an atomic rename of a complete folder."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft import get_peft_model
+from safetensors.torch import load_file
 from transformers import Dinov2Config, Dinov2Model
 
 from peft_interp import VPTDeepConfig
@@ -194,3 +196,39 @@ def test_republishing_a_step_replaces_it_whole(tmp_path):
         publish(staging, final)
     assert sorted(p.name for p in final.iterdir()) == ["new.txt", "trainer_state.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-5"]
+
+
+def test_logged_losses_are_window_means_and_the_final_adapter_is_the_trained_one(tmp_path):
+    """Logging every 3 of 8 steps: records at steps 3, 6 and 8, each the mean of its window's step losses (written
+    down from the model's own forward); the returned loss is the last window's; ``adapter/`` holds the weights the
+    model ends with."""
+    recipe = TrainingRecipe(optimizer="sgd", learning_rate=0.05, epochs=2, batch_size=2)
+    model = tiny_model()
+    tuner = model.base_model
+    tuner.training_recipe = lambda: recipe
+    losses = []
+    forward = tuner.forward
+
+    def recording_forward(*args, **kwargs):
+        output = forward(*args, **kwargs)
+        losses.append(output.loss.item())
+        return output
+
+    tuner.forward = recording_forward
+    recorder = Recorder()
+    args = TrainingArguments(str(tmp_path), report_to=None, logging_steps=3)
+    trainer = InterpTrainer(model, args, rows(8), recorder.collate, progress=False)
+    result = trainer.train()
+    state = json.loads((tmp_path / "checkpoint-8" / "trainer_state.json").read_text())
+    records = state["log_history"]
+    assert [record["step"] for record in records] == [3, 6, 8]
+    windows = [losses[0:3], losses[3:6], losses[6:8]]
+    for record, window in zip(records, windows):
+        assert record["loss"] == pytest.approx(sum(window) / len(window), rel=1e-6)
+    assert result.loss == pytest.approx(sum(losses[6:8]) / 2, rel=1e-6) and result.steps == 8
+    assert state["step"] == 8 and state["steps_per_epoch"] == 4 and state["total_steps"] == 8
+    saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    trained = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    assert len(saved) == len(trained)
+    for name, param in trained.items():
+        assert torch.equal(saved[name.replace(".default", "")], param.detach()), name
