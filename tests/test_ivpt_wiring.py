@@ -213,3 +213,15 @@ def test_default_renormalisation_is_applied(images):
     maps = model.explain(images).level_maps[-1]
     expected_floor = 1e-6 / (1 + 5e-6)
     torch.testing.assert_close(maps[:, 0], torch.full_like(maps[:, 0], expected_floor), rtol=1e-4, atol=0)
+
+
+def test_part_maps_score_the_level_with_the_asked_number_of_prototypes(images):
+    """``part_maps`` hands the part metrics the foreground maps of the level with ``num_prototypes`` prototypes
+    (IVPT's evaluation: 11), the finest level when none has that many, and the final concept maps."""
+    model = build().eval()  # levels of 9 and 7 prototypes, head of 5
+    explanation = model.explain(images)
+    for count, level in ((7, 1), (9, 0), (11, 0), (5, 0)):  # the head's level (5) is never a prototype level
+        parts = model.base_model.part_maps(images, num_prototypes=count)
+        torch.testing.assert_close(parts.prototype_maps, explanation.level_maps[level][:, :-1], msg=str(count))
+    torch.testing.assert_close(parts.concept_maps, explanation.concept_maps[-1][:, :-1])
+    torch.testing.assert_close(parts.logits, explanation.logits)

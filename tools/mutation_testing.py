@@ -48,8 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # group -> (mutated paths, test files run against each mutant: the fastest and most targeted first)
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "ivpt": (["peft_interp/tuners/ivpt"],
-             ["tests/test_ivpt_functional.py", "tests/test_ivpt_wiring.py", "tests/test_gradient_routes.py",
-              "tests/test_ivpt_model.py"]),
+             ["tests/test_ivpt_functional.py", "tests/test_ivpt_loss_references.py", "tests/test_ivpt_wiring.py",
+              "tests/test_gradient_routes.py", "tests/test_ivpt_model.py"]),
     "visual_core": (["peft_interp/tuners/vpt", "peft_interp/tuners/visual", "peft_interp/tuners/layers.py",
                      "peft_interp/tuners/base.py", "peft_interp/tuners/recipe.py"],
                     ["tests/test_prompt_layer.py", "tests/test_gradient_routes.py", "tests/test_loading_routes.py",
@@ -69,7 +69,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                  ["tests/test_trainer_schedule.py", "tests/test_training.py", "tests/test_data_and_cli.py",
                   "tests/test_evaluation_runner.py"]),
     "evaluation": (["peft_interp/evaluation"], ["tests/test_evaluation_metrics.py", "tests/test_evaluation_runner.py"]),
-    "sharing": (["peft_interp/sharing.py"], ["tests/test_sharing.py", "tests/test_loading_routes.py"]),
+    "sharing": (["peft_interp/sharing.py"],
+                ["tests/test_sharing_details.py", "tests/test_sharing.py", "tests/test_loading_routes.py"]),
     "tokenizer": (["peft_interp/data/tokenizer.py"], ["tests/test_clip_tokenizer.py"]),
 }  # fmt: skip
 
