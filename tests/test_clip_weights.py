@@ -103,3 +103,17 @@ def test_coop_logits_use_the_learnt_temperature(images):
     torch.testing.assert_close(out.logits, torch.exp(torch.tensor(1.5)) * out.image_embeds @ out.text_embeds.T)
     torch.testing.assert_close(out.image_embeds.norm(dim=-1), torch.ones(4))
     torch.testing.assert_close(out.text_embeds.norm(dim=-1), torch.ones(3))
+
+
+def test_coop_documented_defaults():
+    """CoOp / CoCoOp base-to-novel defaults and the CoOp family's training protocol, as the docstrings give them."""
+    config = CoOpConfig(class_names=CLASSES)
+    assert (config.num_context_tokens, config.context_init, config.template) == (4, "a photo of a", "a photo of a {}.")
+    assert not config.class_specific_context and not config.cache_image_features and config.learning_rate == 0.002
+    from peft_interp.tuners.recipe import COOP_RECIPE
+
+    assert (COOP_RECIPE.optimizer, COOP_RECIPE.learning_rate, COOP_RECIPE.momentum) == ("sgd", 0.002, 0.9)
+    assert (COOP_RECIPE.weight_decay, COOP_RECIPE.scheduler, COOP_RECIPE.warmup_epochs) == (5e-4, "cosine", 1)
+    assert (COOP_RECIPE.warmup_learning_rate, COOP_RECIPE.batch_size) == (1e-5, 32)
+    model = get_peft_model(make_clip(), CoOpConfig(class_names=CLASSES, learning_rate=0.01))
+    assert model.base_model.training_recipe().learning_rate == 0.01  # the config's rate overrides the recipe's
