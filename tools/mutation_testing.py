@@ -53,8 +53,11 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "visual_core": (["peft_interp/tuners/vpt", "peft_interp/tuners/visual", "peft_interp/tuners/layers.py",
                      "peft_interp/tuners/base.py", "peft_interp/tuners/recipe.py"],
                     ["tests/test_prompt_layer.py", "tests/test_gradient_routes.py", "tests/test_loading_routes.py",
-                     "tests/test_ivpt_model.py", "tests/test_registration.py", "tests/test_training.py",
-                     "tests/test_trainer_schedule.py"]),
+                     "tests/test_ivpt_model.py", "tests/test_registration.py", "tests/test_trainer_schedule.py",
+                     *(f"tests/test_training.py::test_{name}" for name in (
+                         "coop_recipe_warms_up_at_constant_lr_then_follows_a_cosine",
+                         "ivpt_recipe_halves_the_lr_every_four_epochs", "recipe_errors_name_the_field",
+                         "trainer_builds_the_methods_optimiser_and_param_groups"))]),
     "clip_prompt": (["peft_interp/tuners/clip_prompt", "peft_interp/tuners/coop"],
                     ["tests/test_edges.py", "tests/test_clip_prompt.py", "tests/test_caches.py",
                      "tests/test_clip_weights.py", "tests/test_gradient_routes.py", "tests/test_sharing.py"]),
