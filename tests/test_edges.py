@@ -75,3 +75,33 @@ def test_coop_readable_prompt_never_uses_class_name_words():
     assert metadata["context_tokens"][3] == "photo"
     assert not {"red", "headed", "woodpecker", "lion"} & set(metadata["context_tokens"])
     assert tuner.decode_context().tokens == ["red", "headed", "lion", "photo"]  # unrestricted decoding
+
+
+def test_readable_word_length_bounds_are_inclusive_and_words_must_be_whole_and_alphabetic():
+    tokenizer = load_clip_tokenizer()
+    vocab = tokenizer.get_vocab()
+    readable = set(readable_token_ids(tokenizer).tolist())
+    assert vocab["aaa</w>"] in readable and vocab["accomplishments</w>"] in readable  # 3 and 15 letters
+    assert vocab["ab</w>"] not in readable and vocab["astrophotography</w>"] not in readable  # 2 and 16
+    assert vocab["photo"] not in readable  # a word piece, not a whole word
+    assert not any(not tokenizer.convert_ids_to_tokens(i)[:-4].isalpha() for i in list(readable)[:2000])
+    narrow = set(readable_token_ids(tokenizer, min_length=4, max_length=5).tolist())
+    assert vocab["aaa</w>"] not in narrow and vocab["photo</w>"] in narrow and vocab["photos</w>"] not in narrow
+    ids = readable_token_ids(tokenizer)
+    assert torch.equal(ids, ids.sort().values) and ids.dtype == torch.long
+
+
+def test_prompt_layout_tokens_and_soft_positions():
+    """``[SOS] X X <words> [EOS]``: soft positions where the ints are, text tokenised per segment, empty text
+    segments skipped, rows padded with EOS."""
+    tokenizer = load_clip_tokenizer()
+    vocab = tokenizer.get_vocab()
+    batch = build_prompts(tokenizer, [[2, "red cat."], [1, "", 1, "dog"]])
+    sos, eos, x = tokenizer.bos_token_id, tokenizer.eos_token_id, vocab["x</w>"]
+    assert batch.input_ids.tolist() == [
+        [sos, x, x, vocab["red</w>"], vocab["cat</w>"], vocab[".</w>"], eos],
+        [sos, x, x, vocab["dog</w>"], eos, eos, eos],
+    ]
+    assert batch.soft_mask.tolist() == [[False, True, True, False, False, False, False],
+                                        [False, True, True, False, False, False, False]]  # fmt: skip
+    assert batch.eos_positions.tolist() == [6, 4]
