@@ -22,6 +22,7 @@ cosmic-ray edits files in place. Usage (``pip install -e ".[mutation]"``)::
     python tools/mutation_testing.py                            # all groups, 16 mutants each (~45 min on 2 CPUs)
     python tools/mutation_testing.py --groups ivpt sharing --per-group 30 --seed 1
     python tools/mutation_testing.py --report                   # the scores and survivors of the last run
+    python tools/mutation_testing.py --rerun-survivors          # after adding tests: the last run's survivors again
 
 The report (``--workdir``/report.md) lists every surviving mutant with its diff, to be judged: a mutant that
 cannot change any observable behaviour (an *equivalent* mutant) is not a missing test.
@@ -226,17 +227,30 @@ def sample(session: Path, per_group: int, seed: int) -> tuple[int, int]:
     return len(realistic), len(chosen)
 
 
-def run_group(name: str, source: Path, workdir: Path, per_group: int, seed: int, server: Path) -> None:
+def reopen_survivors(session: Path) -> int:
+    """Mark the surviving mutants of a session as not yet run (after tests were added); returns their number."""
+    from cosmic_ray.work_db import WorkDB, WorkResultStorage, use_db
+    from cosmic_ray.work_item import TestOutcome
+
+    with use_db(str(session), WorkDB.Mode.open) as db, db._session_maker.begin() as rows:
+        survived = rows.query(WorkResultStorage).filter(WorkResultStorage.test_outcome == TestOutcome.SURVIVED)
+        return survived.delete()
+
+
+def run_group(name: str, source: Path, workdir: Path, per_group: int, seed: int, server: Path, rerun: bool) -> None:
     modules, test_files = GROUPS[name]
     seconds = baseline_seconds(source, test_files, server)
     config, session = workdir / f"{name}.toml", workdir / f"{name}.sqlite"
     command = pytest_command(test_files, server)
     write_config(config, [str(source / module) for module in modules], command, timeout=3 * seconds + 30)
-    session.unlink(missing_ok=True)
     env = environment(source)
-    subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=source, env=env, check=True)
-    realistic, chosen = sample(session, per_group, seed)
-    print(f"[{name}] baseline {seconds:.0f} s; {chosen} of {realistic} realistic mutants sampled", flush=True)
+    if rerun and session.exists():  # same sample (same code, same seed): only survivors and unfinished ones run
+        print(f"[{name}] baseline {seconds:.0f} s; {reopen_survivors(session)} survivors run again", flush=True)
+    else:
+        session.unlink(missing_ok=True)
+        subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=source, env=env, check=True)
+        realistic, chosen = sample(session, per_group, seed)
+        print(f"[{name}] baseline {seconds:.0f} s; {chosen} of {realistic} realistic mutants sampled", flush=True)
     subprocess.run(["cosmic-ray", "exec", str(config), str(session)], cwd=source, env=env, check=True)
 
 
@@ -295,6 +309,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/peft-interp-mutation"))
     parser.add_argument("--report", action="store_true", help="only print the report of the last run")
+    parser.add_argument("--rerun-survivors", action="store_true",
+                        help="after adding tests: run the last run's survivors (and unfinished mutants) again")
     parser.add_argument("--serve", nargs=2, type=Path, help=argparse.SUPPRESS)  # internal: socket, source
     parser.add_argument("--client", type=Path, help=argparse.SUPPRESS)  # internal: socket; tests follow
     args, tests = parser.parse_known_args()
@@ -308,7 +324,7 @@ def main() -> None:
         process, server = start_server(args.workdir, source)
         try:
             for name in args.groups:
-                run_group(name, source, args.workdir, args.per_group, args.seed, server)
+                run_group(name, source, args.workdir, args.per_group, args.seed, server, args.rerun_survivors)
         finally:
             process.kill()
     text = report(args.workdir)
