@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from peft_interp.tuners.ivpt import losses
@@ -48,8 +49,13 @@ def test_presence_is_a_loop_over_groups_concepts_and_pooled_positions():
         torch.testing.assert_close(losses.presence_loss(maps, group_size), sum(per_group) / len(per_group))
 
 
-def test_background_presence_is_a_loop_with_the_radial_weight():
+@pytest.mark.parametrize("corner", ["none", "bottom right", "top left"])
+def test_background_presence_is_a_loop_with_the_radial_weight(corner):
     maps = random_maps(batch=2)
+    if corner != "none":  # background strongest in one corner, so that the weight of every corner matters
+        rows, cols = (slice(2, 5), slice(4, 7)) if corner == "bottom right" else (slice(0, 3), slice(0, 3))
+        maps[:, 3, rows, cols] += 3.0
+        maps = maps / maps.sum(dim=1, keepdim=True)
     pooled_h, pooled_w = 3, 5
     ys = [-1 + 2 * i / (pooled_h - 1) for i in range(pooled_h)]
     xs = [-1 + 2 * j / (pooled_w - 1) for j in range(pooled_w)]
