@@ -105,3 +105,13 @@ def test_prompt_layout_tokens_and_soft_positions():
     assert batch.soft_mask.tolist() == [[False, True, True, False, False, False, False],
                                         [False, True, True, False, False, False, False]]  # fmt: skip
     assert batch.eos_positions.tolist() == [6, 4]
+
+
+def test_wrapped_modules_say_what_they_add_in_the_model_repr():
+    from peft_interp import IVPTConfig
+
+    from .tiny_models import make_backbone
+
+    assert "(token_embedding): context.ContextEmbedding(" in repr(get_peft_model(make_clip(), CoOpConfig(class_names=["a"])))
+    text = repr(get_peft_model(make_backbone("dinov2"), IVPTConfig(num_classes=2, num_prototypes=[3, 2])))
+    assert "(embeddings): shifted.EmbeddingShift(" in text and "(3): prompted.PromptedBlock(" in text
