@@ -105,3 +105,21 @@ def test_clip_adapters_get_a_clip_card_and_snippet(tmp_path):
     ivpt_config = IVPTConfig(num_classes=3)
     assert "from transformers import AutoModel" in usage_snippet(ivpt_config, "me/ivpt")
     assert 'AutoModel.from_pretrained("<base model>")' in usage_snippet(ivpt_config, "me/ivpt")
+
+
+def test_a_nearly_constant_example_image_is_not_stretched_to_full_contrast():
+    pixels = torch.zeros(1, 3, 2, 2)
+    pixels[0, 0, 0, 0] = 1e-10  # below the 1e-8 floor of the range: noise, not content
+    assert _display_images(pixels).max() <= 3
+
+
+def test_the_card_names_a_local_base_model_folder(tmp_path):
+    model = get_peft_model(make_backbone("dinov2"), IVPTConfig(num_classes=3))
+    model.peft_config["default"].base_model_name_or_path = str(tmp_path)  # an existing folder: not a Hub id
+    card = render_model_card(model.peft_config["default"], model.base_model.explanation_metadata(), "me/x", None,
+                             "apache-2.0")  # fmt: skip
+    assert f"adapter for [`{tmp_path}`](#usage)" in card.text and card.data.base_model is None
+    model.peft_config["default"].base_model_name_or_path = None
+    card = render_model_card(model.peft_config["default"], model.base_model.explanation_metadata(), "me/x", None,
+                             "apache-2.0")  # fmt: skip
+    assert "adapter for [`a custom base model`](#usage)" in card.text

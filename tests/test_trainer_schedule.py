@@ -232,3 +232,11 @@ def test_logged_losses_are_window_means_and_the_final_adapter_is_the_trained_one
     assert len(saved) == len(trained)
     for name, param in trained.items():
         assert torch.equal(saved[name.replace(".default", "")], param.detach()), name
+
+
+def test_a_run_that_is_all_warm_up_ends_without_dividing_by_zero():
+    """One epoch of CoOp's protocol is all warm-up: the scheduler's last call (step == total) must not divide by an
+    empty cosine span."""
+    recipe = TrainingRecipe(optimizer="sgd", learning_rate=0.1, scheduler="cosine", warmup_epochs=1, epochs=1)
+    assert recipe.lr_factor(4, 4, 4) == 1.0
+    assert recipe.lr_factor(3, 4, 4) == pytest.approx(recipe.warmup_learning_rate / 0.1)
