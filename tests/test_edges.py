@@ -115,3 +115,12 @@ def test_wrapped_modules_say_what_they_add_in_the_model_repr():
     assert "(token_embedding): context.ContextEmbedding(" in repr(get_peft_model(make_clip(), CoOpConfig(class_names=["a"])))
     text = repr(get_peft_model(make_backbone("dinov2"), IVPTConfig(num_classes=2, num_prototypes=[3, 2])))
     assert "(embeddings): shifted.EmbeddingShift(" in text and "(3): prompted.PromptedBlock(" in text
+
+
+def test_num_classes_must_be_a_positive_int_not_a_bool_or_string():
+    from peft_interp import VPTDeepConfig
+
+    for bad in (True, "3", 0, 2.0):
+        with pytest.raises(ValueError, match="`num_classes` must be a positive int"):
+            VPTDeepConfig(num_classes=bad)
+    assert VPTDeepConfig(num_classes=1).num_classes == 1
