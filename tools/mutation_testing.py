@@ -10,7 +10,7 @@ How the run is kept short:
 
 * only the operators below (realistic bugs; cosmic-ray's swaps to bit-shifts / bitwise operators or ``is``, which
   fail at once on tensors and floats, are left out);
-* per module group a seeded random sample of ``--per-group`` mutants (default 16);
+* per module group a seeded random sample of ``--per-group`` mutants (default 10);
 * each mutant runs only the group's own test files, with ``pytest -x`` (stops at the first failure) and a timeout
   of 3x the group's baseline run;
 * a fork server imports torch, transformers, PEFT, datasets and pytest once; each mutant's test run is a fork of it
@@ -19,7 +19,7 @@ How the run is kept short:
 It works on a copy of the repository's committed ``HEAD`` (``git archive``) in ``--workdir``, never on the checkout:
 cosmic-ray edits files in place. Usage (``pip install -e ".[mutation]"``)::
 
-    python tools/mutation_testing.py                            # all groups, 16 mutants each (~45 min on 2 CPUs)
+    python tools/mutation_testing.py                            # all groups, 10 mutants each
     python tools/mutation_testing.py --groups ivpt sharing --per-group 30 --seed 1
     python tools/mutation_testing.py --report                   # the scores and survivors of the last run
     python tools/mutation_testing.py --rerun-survivors          # after adding tests: the last run's survivors again
@@ -308,7 +308,7 @@ def report(workdir: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--groups", nargs="+", choices=list(GROUPS), default=list(GROUPS))
-    parser.add_argument("--per-group", type=int, default=16, help="mutants sampled per group")
+    parser.add_argument("--per-group", type=int, default=10, help="mutants sampled per group")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/peft-interp-mutation"))
     parser.add_argument("--report", action="store_true", help="only print the report of the last run")
