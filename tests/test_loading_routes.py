@@ -11,7 +11,18 @@ from peft import PeftConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import CLIPConfig, CLIPModel
 
-from peft_interp import CoOpConfig, DualViewMIConfig, IntCoOpConfig, IPLConfig, IVPTConfig, VPTDeepConfig
+from peft_interp import (
+    CoCoOpConfig,
+    CoOpConfig,
+    DualViewMIConfig,
+    IntCoOpConfig,
+    IPLConfig,
+    IVPTConfig,
+    KgCoOpConfig,
+    MaPLeConfig,
+    PromptSRCConfig,
+    VPTDeepConfig,
+)
 from peft_interp.sharing import load_adapter
 
 from .tiny_models import VIT, make_backbone, make_clip
@@ -34,6 +45,12 @@ METHODS = {
                 "text_config.num_hidden_layers"),
     "dualview_mi": (lambda: DualViewMIConfig(class_names=CLASSES), make_clip, deeper_clip,
                     "text_config.num_hidden_layers"),
+    "cocoop": (lambda: CoCoOpConfig(class_names=CLASSES), make_clip, deeper_clip, "text_config.num_hidden_layers"),
+    "kgcoop": (lambda: KgCoOpConfig(class_names=CLASSES), make_clip, deeper_clip, "text_config.num_hidden_layers"),
+    "maple": (lambda: MaPLeConfig(class_names=CLASSES, prompt_depth=2), make_clip, deeper_clip,
+              "text_config.num_hidden_layers"),
+    "promptsrc": (lambda: PromptSRCConfig(class_names=CLASSES, text_prompt_depth=2, vision_prompt_depth=2), make_clip,
+                  deeper_clip, "text_config.num_hidden_layers"),
     "ivpt": (lambda: IVPTConfig(num_classes=3), lambda: make_backbone("dinov2"),
              lambda: make_backbone("dinov2_registers"), "model_type"),
     "vpt_deep": (lambda: VPTDeepConfig(num_classes=3), lambda: make_backbone("dinov2"),
