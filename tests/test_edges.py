@@ -124,3 +124,21 @@ def test_num_classes_must_be_a_positive_int_not_a_bool_or_string():
         with pytest.raises(ValueError, match="`num_classes` must be a positive int"):
             VPTDeepConfig(num_classes=bad)
     assert VPTDeepConfig(num_classes=1).num_classes == 1
+
+
+def test_context_decoding_reports_euclidean_distance_and_cosine_to_the_chosen_token():
+    model = get_peft_model(make_clip(), CoOpConfig(class_names=["dog"]))
+    tuner = model.base_model
+    vocab = tuner.tokenizer().get_vocab()
+    table = tuner.context_layer.weight
+    ids = [vocab[f"{word}</w>"] for word in ("green", "photo", "small", "bright")]
+    shift = torch.zeros(4, table.shape[1])
+    shift[1, 0] = 1e-3  # a small step away from "photo": still nearest to it
+    with torch.no_grad():
+        tuner.context_layer.context["default"].copy_(table[ids] + shift)
+    decoding = tuner.decode_context()
+    assert decoding.tokens == ["green", "photo", "small", "bright"] and decoding.token_ids.tolist() == ids
+    torch.testing.assert_close(decoding.distances, torch.tensor([0.0, 1e-3, 0.0, 0.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(decoding.similarities[[0, 2, 3]], torch.ones(3), atol=1e-5, rtol=0)
+    assert 0.99 < decoding.similarities[1] < 1 - 1e-6
+    assert decoding.prompt == "green photo small bright {}."

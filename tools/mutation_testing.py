@@ -78,7 +78,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                     "tests/test_evaluation_runner.py"]),
     "sharing": (["peft_interp/sharing.py"],
                 ["tests/test_sharing_details.py", "tests/test_sharing.py", "tests/test_loading_routes.py"]),
-    "tokenizer": (["peft_interp/data/tokenizer.py"], ["tests/test_clip_tokenizer.py"]),
+    "tokenizer": (["peft_interp/data/tokenizer.py"], ["tests/test_tokenizer_details.py", "tests/test_clip_tokenizer.py"]),
 }  # fmt: skip
 
 ARITHMETIC = "Add|Sub|Mul|Div|FloorDiv|Mod|Pow"
