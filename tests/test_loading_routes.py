@@ -8,7 +8,7 @@ from unittest import mock
 import pytest
 import torch
 from peft import PeftConfig, PeftModel, get_peft_model
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import CLIPConfig, CLIPModel
 
 from peft_interp import (
@@ -131,22 +131,3 @@ def test_saved_keys_carry_no_adapter_name_and_other_names_round_trip(saved, meth
         expected = reference(pixel_values=images).logits
         assert torch.equal(renamed.eval()(pixel_values=images).logits, expected)
         assert torch.equal(back(pixel_values=images).logits, expected)
-
-
-@pytest.mark.parametrize("method", ["ivpt", "intcoop"])
-def test_files_with_the_adapter_name_inside_module_keys_still_load(saved, method, images, tmp_path):
-    """Adapters saved by peft-interp 0.1.0.dev0 kept ``.default.`` after containers of whole modules."""
-    tensors = load_file(saved[method] / "adapter_model.safetensors")
-    legacy = {}
-    for key, value in tensors.items():
-        for container in ("prompt_sources", "ivpt_head", "intcoop_conditioner", "intcoop_attribute"):
-            if f".{container}." in key and not key.endswith(".tokens"):
-                key = key.replace(f".{container}.", f".{container}.default.")
-        legacy[key] = value
-    assert legacy.keys() != tensors.keys()
-    (tmp_path / "adapter_config.json").write_text((saved[method] / "adapter_config.json").read_text())
-    save_file(legacy, tmp_path / "adapter_model.safetensors")
-    _, base, _, _ = METHODS[method]
-    with torch.no_grad():
-        expected = PeftModel.from_pretrained(base(), saved[method]).eval()(pixel_values=images).logits
-        assert torch.equal(PeftModel.from_pretrained(base(), tmp_path).eval()(pixel_values=images).logits, expected)

@@ -94,18 +94,6 @@ class InterpTuner(BaseTuner):
                 return key.replace(marker, f".{container}.", 1)
         return super()._remove_adapter_name_from_key(key, adapter_name)
 
-    @classmethod
-    def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name: str, state_dict: dict) -> dict:
-        """Also reads files of peft-interp 0.1.0.dev0 saved from a ``"default"`` adapter, whose module keys keep
-        ``.default.`` after the container."""
-        legacy = {f".{container}.default.": f".{container}." for container in adapter_containers()}
-        renamed = {}
-        for key, value in state_dict.items():
-            for old, new in legacy.items():
-                key = key.replace(old, new, 1) if old in key else key
-            renamed[key] = value
-        return super()._remap_adapter_state_dict_for_load(model, config, adapter_name, renamed)
-
     # ------------------------------------------------------------------------------------------------- injection
     def _adapter_modules(
         self, model: nn.Module, config, adapter_name: str
