@@ -64,12 +64,35 @@ class LayerPlan(NamedTuple):
     args: tuple
 
 
+def _subclasses(cls: type) -> list[type]:
+    return [cls] + [sub for direct in cls.__subclasses__() for sub in _subclasses(direct)]
+
+
+def adapter_containers() -> set[str]:
+    """Names of every container keyed by adapter name, in our layers and on our tuners (all methods)."""
+    names = {name for layer in _subclasses(InterpLayer) for name in getattr(layer, "adapter_layer_names", ())}
+    return names | {name for tuner in _subclasses(InterpTuner) for name in tuner.shared_module_names}
+
+
 class InterpTuner(BaseTuner):
     uses_shared_state = True
     tuner_layer_cls = InterpLayer
     target_module_mapping: dict[str, list[str]] = {}
     shared_module_names: tuple[str, ...] = ()
     accepts_loss_kwargs = False  # transformers.Trainer: our losses are batch means, scale them for accumulation
+
+    # ------------------------------------------------------------------------------------------ saved state keys
+    @classmethod
+    def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
+        """Checkpoint key of a model state-dict key: the adapter name dropped after its container, also where the
+        container holds whole modules (``ivpt_head.<name>.concepts.prototypes``), which PEFT's default (adapter name
+        second to last) leaves in. Without this, an adapter saved as ``"default"`` loads as another name (or one
+        saved under another name loads as ``"default"``) with those weights silently missing."""
+        for container in adapter_containers():
+            marker = f".{container}.{adapter_name}."
+            if marker in key:
+                return key.replace(marker, f".{container}.", 1)
+        return super()._remove_adapter_name_from_key(key, adapter_name)
 
     # ------------------------------------------------------------------------------------------------- injection
     def _adapter_modules(

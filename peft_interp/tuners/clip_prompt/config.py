@@ -28,9 +28,9 @@ class ClipPromptConfig(PeftConfig):
             tokenise to exactly ``num_context_tokens`` tokens); ``None`` draws them from N(0, 0.02).
         class_specific_context (`bool`): One context per class (CoOp's CSC) instead of one shared context. Such a
             context cannot be moved to other classes with ``set_class_names``.
-        cache_image_features (`bool`): Reuse the image features of images seen before (keyed by their pixels) when
-            the image tower is frozen and unprompted. Opt-in: with random augmentation every view is new, so leave
-            it off there.
+        cache_image_features (`bool`): Reuse the image features of images seen before (keyed by their pixels and by
+            the image tower's device and dtype) when the image tower is frozen and unprompted. Opt-in: with random
+            augmentation every view is new, so leave it off there.
         tokenizer_name_or_path (`str`, *optional*): CLIP tokenizer; ``None`` uses OpenAI's BPE vocabulary shipped
             with peft-interp (identical to ``openai/clip-vit-base-patch16``'s).
         target_modules (`list[str]`): Filled in by the tuner: the wrapped module,

@@ -87,6 +87,13 @@ def load_tokenizer(name_or_path: str | None):
     return CLIPTokenizer.from_pretrained(name_or_path)
 
 
+def pixel_digest(image: torch.Tensor) -> str:
+    """SHA-1 of an image's dtype, shape and raw bytes (any dtype, bfloat16 included: NumPy has none)."""
+    data = image.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()
+    header = f"{image.dtype}{tuple(image.shape)}".encode()
+    return hashlib.sha1(header + data.tobytes()).hexdigest()
+
+
 class ClipPromptTuner(InterpTuner):
     # ------------------------------------------------------------------------------------------ method hooks
     def _initial_context(self, config: ClipPromptConfig, adapter_name: str) -> torch.Tensor:
@@ -182,9 +189,11 @@ class ClipPromptTuner(InterpTuner):
         return build_prompts(self.tokenizer(adapter_name), layouts).to(device)
 
     def _cached(self, key, compute):
-        """Memoise tensors that depend only on frozen weights and ``key`` (per device)."""
+        """Memoise tensors that depend only on frozen weights and ``key``, per device and dtype of the weights (so
+        ``model.to(torch.float64)`` or ``.to("cuda")`` never reuses features computed before)."""
         cache = self.__dict__.setdefault("_feature_cache", {})
-        key = (*key, str(self.context_layer.weight.device))
+        weight = self.context_layer.weight
+        key = (*key, str(weight.device), str(weight.dtype))
         if key not in cache:
             cache[key] = compute()
         return cache[key]
@@ -216,7 +225,8 @@ class ClipPromptTuner(InterpTuner):
             with torch.no_grad():
                 return F.normalize(self.model.get_image_features(pixel_values=pixel_values).pooler_output, dim=-1)
         cache = self.__dict__.setdefault("_image_cache", {})
-        keys = [hashlib.sha1(image.detach().cpu().numpy().tobytes()).hexdigest() for image in pixel_values]
+        tower = self.model.visual_projection.weight  # features are per device and dtype of the image tower
+        keys = [(pixel_digest(image), str(tower.device), str(tower.dtype)) for image in pixel_values]
         missing = [i for i, key in enumerate(keys) if key not in cache]
         if missing:
             for i, features in zip(missing, self.encode_image(pixel_values[missing])):
