@@ -62,8 +62,9 @@ def test_readable_vocabulary_excludes_class_words_and_stop_words():
     assert excluded == all_readable - {ids[w] for w in ("red", "headed", "woodpecker", "lion")}
 
 
-def test_coop_readable_prompt_never_uses_class_name_words():
-    """A context sitting exactly on the embeddings of class-name words decodes to other words."""
+def test_coop_readable_prompt_reads_class_name_words_when_the_context_is_them():
+    """Honest decoding: a context sitting exactly on the embeddings of class-name words reads as those words (hiding
+    them would misreport the prompt); only IPL's candidate words exclude class-name words (tested above)."""
     model = get_peft_model(make_clip(), CoOpConfig(class_names=["red-headed woodpecker", "lion"]))
     tuner = model.base_model
     vocab = tuner.tokenizer().get_vocab()
@@ -72,8 +73,7 @@ def test_coop_readable_prompt_never_uses_class_name_words():
         ids = [vocab[f"{word}</w>"] for word in ("red", "headed", "lion", "photo")]
         tuner.context_layer.context["default"].copy_(table[ids])
     metadata = tuner.explanation_metadata()
-    assert metadata["context_tokens"][3] == "photo"
-    assert not {"red", "headed", "woodpecker", "lion"} & set(metadata["context_tokens"])
+    assert metadata["context_tokens"] == ["red", "headed", "lion", "photo"]
     assert tuner.decode_context().tokens == ["red", "headed", "lion", "photo"]  # unrestricted decoding
 
 

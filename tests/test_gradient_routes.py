@@ -167,15 +167,17 @@ def test_intcoop_without_visual_prompts_leaves_the_image_tower_out_of_every_rout
 
 
 @pytest.mark.parametrize("estimator", ["infonce", "bilinear_critic"])
-def test_dualview_terms_reach_the_context_and_only_the_mi_term_reaches_a_critic(images, labels, estimator):
+def test_dualview_terms_reach_the_context_and_only_critic_scored_terms_reach_a_critic(images, labels, estimator):
     """Every DualViewMI term trains the context; cross-entropy reaches nothing else, and a learnt critic (if the
-    estimator has one) learns only from the mutual-information term. The hand-crafted view is frozen."""
+    estimator has one) learns from the two terms it scores: the mutual information between the views and the
+    class-wise visual mixup (mixed image features matched to their class's soft prompt). The hand-crafted view is
+    frozen."""
     model = get_peft_model(make_clip(), DualViewMIConfig(class_names=CLASSES, mi_estimator=estimator))
     found = routes(model, trained_looking(model).train()(pixel_values=images, labels=labels).loss_terms)
     critic = {short(n) for n, p in model.named_parameters() if p.requires_grad and "dualview_critic" in n}
     assert bool(critic) == (estimator == "bilinear_critic")
     assert found["classification"] == {CONTEXT}
     assert found["mutual_information"] == {CONTEXT} | critic
-    for term, reached in found.items():
-        if term not in ("classification", "mutual_information"):
-            assert reached == {CONTEXT}, term
+    assert model.peft_config["default"].augmentation == "visual_mixup"
+    assert found["augmentation"] == {CONTEXT} | critic
+    assert set(found) == {"classification", "mutual_information", "augmentation"}
