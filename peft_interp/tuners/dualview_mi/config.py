@@ -20,7 +20,7 @@ class DualViewMIConfig(ClipPromptConfig):
     The soft prompt ``s_c = g([SOS] v_1..v_M <class>.)`` and the hand-crafted prompt ``h_c = g(template(class))``
     are two views of each class; training maximises their mutual information (plus cross-entropy), and a
     class-wise augmentation from the image side enriches the soft view. Only the paper's abstract could be read;
-    every choice below is an explicit field (``shared/specs/dualview_mi.md`` lists the alternatives).
+    every choice below is an explicit field (the README lists which remain guesses).
 
     Loss: ``CE + mi_weight * L_mi + augmentation_weight * L_aug``.
 
