@@ -50,8 +50,8 @@ def train(method: str, names: list[str], train_rows, transform, steps: int, seed
 
     torch.manual_seed(seed)
     model = get_peft_model(load_default("dinov2"), method_config(method, names, {"image_size": transform.image_size}))
-    args = TrainingArguments(output_dir, max_steps=steps, batch_size=32, seed=seed, logging_steps=10_000, overwrite_output_dir=True,
-                             report_to=None)  # fmt: skip
+    args = TrainingArguments(output_dir, max_steps=steps, batch_size=32, seed=seed, logging_steps=10_000,
+                             report_to=None, overwrite_output_dir=True)  # fmt: skip
     InterpTrainer(model, args, train_rows.select_columns(["image", "label"]), ImageCollator(transform)).train()
     return model.eval()
 
