@@ -853,11 +853,7 @@ def train_dinov2(
             losses.append(loss.item())
         epoch_losses.append(float(np.mean(losses)))
         _log("dinov2", epoch, losses, start)
-        if on_epoch_end is not None:
-            model.encoder.eval()
-            with torch.no_grad():
-                on_epoch_end(model.encoder, epoch, epoch_losses)
-            model.train()
+        _end_epoch(model.encoder, epoch, epoch_losses, on_epoch_end)  # the heads are linear: no mode to switch
     return model.encoder.eval(), epoch_losses
 
 
