@@ -122,6 +122,10 @@ class PretrainingSettings:
         patch_attribute_loss_weight (`float`): weight of DINOv2's per-patch attribute classification (each
             foreground patch predicts which part has which colour, pattern and shape, see `patch_attribute_targets`),
             which teaches the patch tokens what the CLS token is taught.
+        mean_patch_attribute_loss_weight (`float`): weight of DINOv2's attribute classification from the mean of
+            the patch tokens, by the CLS token's own attribute classifier, so that the image-level attributes are
+            read the same way from the CLS token and from the pooled patches (0 = CLS only, the checkpoint before
+            this field existed).
     """
 
     seed: int = 0
@@ -138,7 +142,7 @@ class PretrainingSettings:
     clip_attribute_loss_weight: float = 1.0
     style_caption_probability: float = 0.25
     monitor_images: int = 1000
-    dinov2_epochs: int = 3
+    dinov2_epochs: int = 4
     dinov2_learning_rate: float = 1.5e-3
     masked_image_fraction: float = 0.5
     mask_ratio: float = 0.5
@@ -146,6 +150,7 @@ class PretrainingSettings:
     part_loss_weight: float = 1.0
     attribute_loss_weight: float = 1.0
     patch_attribute_loss_weight: float = 1.0
+    mean_patch_attribute_loss_weight: float = 1.0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -767,6 +772,7 @@ class Dinov2Pretraining(nn.Module):
         part_loss_weight: float,
         attribute_loss_weight: float,
         patch_attribute_loss_weight: float = 0.0,
+        mean_patch_attribute_loss_weight: float = 0.0,
     ):
         super().__init__()
         self.encoder = Dinov2WithRegistersModel(config)
@@ -778,6 +784,7 @@ class Dinov2Pretraining(nn.Module):
         self.part_loss_weight = part_loss_weight
         self.attribute_loss_weight = attribute_loss_weight
         self.patch_attribute_loss_weight = patch_attribute_loss_weight
+        self.mean_patch_attribute_loss_weight = mean_patch_attribute_loss_weight
         num_parts = len(PART_NAMES)
         num_shapes = sum(len(shapes) for shapes in PART_SHAPES.values())
         self.patch_attribute_sizes = [num_parts * len(COLORS), num_parts * len(PATTERNS), num_shapes]
@@ -799,9 +806,10 @@ class Dinov2Pretraining(nn.Module):
         loss = masked_patch_loss(self.decoder(patch_tokens), pixel_values, masks, self.encoder.config.patch_size)
         part_logits = self.part_classifier(patch_tokens)  # (B, num_patches, 5)
         loss = loss + self.part_loss_weight * F.cross_entropy(part_logits.flatten(0, 1), patch_parts.flatten())
-        attribute_logits = self.attribute_classifier(hidden[:, 0]).split(self.vocabulary_sizes, dim=-1)
-        attribute_loss = sum(F.cross_entropy(logits, attributes[:, i]) for i, logits in enumerate(attribute_logits))
-        loss = loss + self.attribute_loss_weight * attribute_loss / len(attribute_logits)
+        loss = loss + self.attribute_loss_weight * self.attribute_loss(hidden[:, 0], attributes)
+        if self.mean_patch_attribute_loss_weight:
+            mean_patch_loss = self.attribute_loss(patch_tokens.mean(1), attributes)
+            loss = loss + self.mean_patch_attribute_loss_weight * mean_patch_loss
         if self.patch_attribute_loss_weight:
             targets = patch_attribute_targets(patch_parts, attributes)  # (B, L, 3)
             logits = self.patch_attribute_classifier(patch_tokens).split(self.patch_attribute_sizes, dim=-1)
@@ -811,6 +819,16 @@ class Dinov2Pretraining(nn.Module):
             )
             loss = loss + self.patch_attribute_loss_weight * patch_loss / len(logits)
         return loss
+
+    def attribute_loss(self, features: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+        """Mean over the twelve attribute slots of the cross-entropy of `attribute_classifier(features)`.
+
+        Args:
+            features: `(B, D)` one vector per image (the CLS token or the mean of the patch tokens).
+            attributes: `(B, 12)` attribute word indices.
+        """
+        logits = self.attribute_classifier(features).split(self.vocabulary_sizes, dim=-1)
+        return sum(F.cross_entropy(slot, attributes[:, i]) for i, slot in enumerate(logits)) / len(logits)
 
 
 def train_dinov2(
@@ -828,7 +846,11 @@ def train_dinov2(
     torch.manual_seed(settings.seed)
     config = tiny_dinov2_config(settings.image_size)
     model = Dinov2Pretraining(
-        config, settings.part_loss_weight, settings.attribute_loss_weight, settings.patch_attribute_loss_weight
+        config,
+        settings.part_loss_weight,
+        settings.attribute_loss_weight,
+        settings.patch_attribute_loss_weight,
+        settings.mean_patch_attribute_loss_weight,
     ).train()
     generator = torch.Generator().manual_seed(settings.seed + 1)
     grid_size = settings.image_size // config.patch_size

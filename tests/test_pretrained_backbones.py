@@ -38,6 +38,7 @@ from peft_interp.pretrain import (
     ATTRIBUTE_SLOTS,
     CLIP_MEAN_STD,
     DINOV2_MEAN_STD,
+    Dinov2Pretraining,
     PretrainingSettings,
     attribute_targets,
     attribute_zero_shot,
@@ -54,6 +55,7 @@ from peft_interp.pretrain import (
     sample_caption,
     train_clip,
     train_dinov2,
+    tiny_dinov2_config,
 )
 
 
@@ -299,6 +301,26 @@ def test_patch_part_labels_and_flips():
     flips = torch.tensor([True])
     flipped_masks = flip_images(part_masks[:, None], flips)[:, 0]
     assert flip_patch_grid(labels, flips, 2).tolist() == patch_part_labels(flipped_masks, 8).tolist()
+
+
+def test_mean_patch_attribute_loss_reads_the_pooled_patches_with_the_cls_classifier():
+    torch.manual_seed(0)
+    weights = {"part_loss_weight": 0.0, "attribute_loss_weight": 0.0}
+    with_cls_only = Dinov2Pretraining(tiny_dinov2_config(), **weights, mean_patch_attribute_loss_weight=0.0)
+    with_pooled = Dinov2Pretraining(tiny_dinov2_config(), **weights, mean_patch_attribute_loss_weight=0.7)
+    with_pooled.load_state_dict(with_cls_only.state_dict())
+    pixel_values = torch.randn(3, 3, 64, 64)
+    masks = torch.zeros(3, 64, dtype=torch.bool)
+    patch_parts = torch.randint(0, 5, (3, 64))
+    attributes = torch.stack([torch.randint(0, size, (3,)) for size in with_cls_only.vocabulary_sizes], dim=1)
+    hidden = with_cls_only.encoder(pixel_values=pixel_values).last_hidden_state
+    pooled = hidden[:, 1 + with_cls_only.encoder.config.num_register_tokens :].mean(1)
+    logits = with_cls_only.attribute_classifier(pooled).split(with_cls_only.vocabulary_sizes, dim=-1)
+    expected = sum(F.cross_entropy(slot, attributes[:, i]) for i, slot in enumerate(logits)) / 12
+    extra = with_pooled(pixel_values, masks, patch_parts, attributes) - with_cls_only(
+        pixel_values, masks, patch_parts, attributes
+    )
+    torch.testing.assert_close(extra, 0.7 * expected)
 
 
 def test_pretraining_runs_a_few_steps():
