@@ -3,7 +3,13 @@
 For each of the four attributes that define a ConceptWorld class (head colour, body colour, wing pattern, tail
 shape), every image is scored against one prompt per word of that attribute's vocabulary ("a photo of a bird with a
 {red} head.", "... with {striped} wings.", ...; `peft_interp.pretrain.ATTRIBUTE_PROMPTS`) and the most similar word
-is compared with the image's true word. No downstream image was seen in pretraining. Usage:
+is compared with the image's true word. No downstream image was seen in pretraining.
+
+Next to zero-shot, two ceilings on the first split: a linear probe of the same attribute on CLIP's image embeddings
+(what the image tower encodes, whatever the text tower makes of it), and the same probe on the shipped DINOv2's CLS
+token, which was taught the attributes with labels (what this architecture at this resolution and training budget
+can see at all). Probes are trained on `--probe-images-per-class` `base_train` images per class (`base_train` and
+`base_test` share their classes, not their images). Usage:
 
     python benchmarks/clip_attributes.py [--images-per-class 20] [--splits base_test novel_test]
 
@@ -20,7 +26,9 @@ import torch
 from peft_interp.data import load_conceptworld
 from peft_interp.data.conceptworld import attribute_vocabulary
 from peft_interp.hub import load_default
-from peft_interp.pretrain import ATTRIBUTE_PROMPTS, attribute_zero_shot
+from peft_interp.pretrain import ATTRIBUTE_PROMPTS, CLIP_MEAN_STD, DINOV2_MEAN_STD, attribute_zero_shot, normalize
+
+from conceptworld_baselines import linear_probe
 
 
 def split_images(split: str, images_per_class: int) -> tuple[torch.Tensor, list[dict]]:
@@ -30,24 +38,60 @@ def split_images(split: str, images_per_class: int) -> tuple[torch.Tensor, list[
     return images, dataset["attributes"]
 
 
+@torch.no_grad()
+def image_features(name: str, model, images: torch.Tensor) -> torch.Tensor:
+    """`(N, D)`: CLIP's projected image embedding, or DINOv2's CLS token, of `(N, 3, H, W)` uint8 images."""
+    if name == "clip":
+        return model.get_image_features(pixel_values=normalize(images, CLIP_MEAN_STD)).pooler_output
+    return model(pixel_values=normalize(images, DINOV2_MEAN_STD)).pooler_output
+
+
+def attribute_probes(name: str, model, train: tuple, test: tuple) -> dict[str, float]:
+    """Linear-probe accuracy (%) of each class-defining attribute from `image_features` (train -> test)."""
+    (train_images, train_attributes), (test_images, test_attributes) = train, test
+    train_features, test_features = (image_features(name, model, images) for images in (train_images, test_images))
+    scores = {}
+    for part, kind in ATTRIBUTE_PROMPTS:
+        words = attribute_vocabulary(part, kind)
+        train_labels = torch.tensor([words.index(image[part][kind]) for image in train_attributes])
+        test_labels = torch.tensor([words.index(image[part][kind]) for image in test_attributes])
+        predictions = linear_probe(train_features, train_labels, test_features, len(words))
+        scores[f"{part} {kind}"] = 100.0 * (predictions == test_labels).float().mean().item()
+    return scores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images-per-class", type=int, default=20)
     parser.add_argument("--splits", nargs="+", default=["base_test", "novel_test"])
+    parser.add_argument("--probe-images-per-class", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     clip = load_default("clip").float().eval()
+    splits = {split: split_images(split, args.images_per_class) for split in args.splits}
     with torch.no_grad():
-        scores = {split: attribute_zero_shot(clip, *split_images(split, args.images_per_class)) for split in args.splits}
-    print("| attribute | chance | " + " | ".join(args.splits) + " |")
-    print("| --- | --- | " + " | ".join("---" for _ in args.splits) + " |")
+        scores = {split: attribute_zero_shot(clip, *images) for split, images in splits.items()}
+    probe_train = split_images("base_train", args.probe_images_per_class)
+    probe_test = splits[args.splits[0]]
+    ceilings = {
+        name: attribute_probes(name, model, probe_train, probe_test)
+        for name, model in (("clip", clip), ("dinov2", load_default("dinov2").float().eval()))
+    }
+    probe_columns = [f"CLIP probe ({args.splits[0]})", f"DINOv2 CLS probe ({args.splits[0]})"]
+    header = [f"zero-shot {split}" for split in args.splits] + probe_columns
+    print("| attribute | chance | " + " | ".join(header) + " |")
+    print("| --- | --- | " + " | ".join("---" for _ in header) + " |")
     for part, kind in ATTRIBUTE_PROMPTS:
         chance = 100.0 / len(attribute_vocabulary(part, kind))
-        row = " | ".join(f"{scores[split][f'{part} {kind}']:.1f}" for split in args.splits)
-        print(f"| {part} {kind} | {chance:.1f} | {row} |")
-    print(f"\n{args.images_per_class} images per class; accuracy in %.")
+        key = f"{part} {kind}"
+        row = [scores[split][key] for split in args.splits] + [ceilings["clip"][key], ceilings["dinov2"][key]]
+        print(f"| {key} | {chance:.1f} | " + " | ".join(f"{value:.1f}" for value in row) + " |")
+    print(
+        f"\nAccuracy in %; zero-shot on {args.images_per_class} images per class, probes trained on "
+        f"{args.probe_images_per_class} base_train images per class."
+    )
 
 
 if __name__ == "__main__":
