@@ -110,6 +110,11 @@ class PretrainingSettings:
             captions that differ in one word: for each image and each of its twelve (part, attribute) slots, the
             caption naming its word (e.g. "a bird with a red head.", "a striped-winged bird.") against the same
             caption with every other word of that slot, all encoded by the text tower (0 = plain CLIP).
+        clip_patch_loss_weight (`float`): weight of the supervised losses on CLIP's image patch tokens, the same as
+            DINOv2's (`patch_supervision_loss`: each patch's part, and that part's colour, pattern and shape), given by
+            linear heads that are dropped after pretraining (0 = CLIP's losses only, the checkpoint before this field
+            existed). Contrastive training alone left the wing pattern and the tail shape at chance (see the module
+            docstring).
         style_caption_probability (`float`): how often a pretraining image in the downstream style (a painting) is
             captioned as such ("a painting of ...").
         monitor_images (`int`): the last images of the pretraining split, held out of training: after every epoch
@@ -140,6 +145,7 @@ class PretrainingSettings:
     clip_text_warmup_steps: int = 20
     clip_group_size: int = 4
     clip_attribute_loss_weight: float = 1.0
+    clip_patch_loss_weight: float = 1.0
     style_caption_probability: float = 0.25
     monitor_images: int = 1000
     dinov2_epochs: int = 4
@@ -582,8 +588,11 @@ def train_clip(
     slot_captions = [attribute_captions(template) for template in range(len(_SLOT_TEMPLATES))]
     slot_tokens = [tokenizer(captions, padding=True, return_tensors="pt") for captions, _ in slot_captions]
 
-    text = [(name, p) for name, p in model.named_parameters() if name.startswith("text_model.")]
-    rest = [(name, p) for name, p in model.named_parameters() if not name.startswith("text_model.")]
+    patch_heads = _clip_patch_heads(model, settings)
+    trained = nn.ModuleList([model, patch_heads]) if patch_heads is not None else model
+    grid_size = settings.image_size // model.config.vision_config.patch_size
+    text = [(name, p) for name, p in trained.named_parameters() if "text_model." in name]
+    rest = [(name, p) for name, p in trained.named_parameters() if "text_model." not in name]
     groups = [
         *parameter_groups(rest, settings.weight_decay, tower="image"),
         *parameter_groups(text, settings.weight_decay, tower="text"),
@@ -611,13 +620,19 @@ def train_clip(
             pixel_values = normalize(flip_images(data.images[indices], flips), CLIP_MEAN_STD)
             outputs = model(**tokens, pixel_values=pixel_values, return_loss=True)
             loss = outputs.loss
+            if patch_heads is not None:
+                patch_tokens = outputs.vision_model_output.last_hidden_state[:, 1:]  # (B, L, D)
+                patch_parts = flip_patch_grid(data.patch_parts[indices].long(), flips, grid_size)
+                loss = loss + settings.clip_patch_loss_weight * patch_supervision_loss(
+                    patch_heads(patch_tokens), patch_parts, targets[indices]
+                )
             if settings.clip_attribute_loss_weight:
                 template = int(batch_rng.integers(len(_SLOT_TEMPLATES)))
                 slot_text = F.normalize(model.get_text_features(**slot_tokens[template]).pooler_output, dim=-1)
                 loss = loss + settings.clip_attribute_loss_weight * attribute_caption_loss(
                     outputs.image_embeds, slot_text, slot_captions[template][1], targets[indices], model.logit_scale
                 )
-            _optimisation_step(loss, model, optimizer, scheduler)
+            _optimisation_step(loss, trained, optimizer, scheduler)
             with torch.no_grad():
                 model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
             losses.append(loss.item())
@@ -625,6 +640,15 @@ def train_clip(
         _log("clip", epoch, losses, start)
         _end_epoch(model, epoch, epoch_losses, on_epoch_end)
     return model.eval(), epoch_losses
+
+
+def _clip_patch_heads(model: CLIPModel, settings: PretrainingSettings) -> nn.Linear | None:
+    """The linear heads of `patch_supervision_loss` on CLIP's image patch tokens (None when its weight is 0), made
+    after the model so that the model's initialisation does not depend on them."""
+    if not settings.clip_patch_loss_weight:
+        return None
+    num_outputs = 1 + len(PART_NAMES) + sum(PATCH_ATTRIBUTE_SIZES)
+    return nn.Linear(model.config.vision_config.hidden_size, num_outputs)
 
 
 def _end_epoch(model: nn.Module, epoch: int, epoch_losses: list[float], on_epoch_end: EpochCallback | None) -> None:
@@ -762,6 +786,46 @@ def patch_attribute_targets(patch_parts: torch.Tensor, attributes: torch.Tensor)
     return targets.masked_fill((patch_parts == 0).unsqueeze(-1), -100)
 
 
+PATCH_ATTRIBUTE_SIZES = (
+    len(PART_NAMES) * len(COLORS),
+    len(PART_NAMES) * len(PATTERNS),
+    sum(len(shapes) for shapes in PART_SHAPES.values()),
+)
+"""Classes of `patch_attribute_targets`' three columns: (part, colour) pairs, (part, pattern) pairs, (part, shape)."""
+
+
+def patch_attribute_loss(logits: torch.Tensor, patch_parts: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+    """Mean over colour, pattern and shape of the cross-entropy of each foreground patch's (part, word) target
+    (`patch_attribute_targets`); background patches are ignored.
+
+    Args:
+        logits: `(B, L, sum(PATCH_ATTRIBUTE_SIZES))` per-patch logits, colour then pattern then shape.
+        patch_parts: `(B, L)` part id of each patch (0 = background).
+        attributes: `(B, 12)` attribute word indices (see `attribute_targets`).
+    """
+    targets = patch_attribute_targets(patch_parts, attributes)  # (B, L, 3)
+    per_kind = logits.split(PATCH_ATTRIBUTE_SIZES, dim=-1)
+    losses = [
+        F.cross_entropy(kind_logits.flatten(0, 1), targets[..., i].flatten(), ignore_index=-100)
+        for i, kind_logits in enumerate(per_kind)
+    ]
+    return sum(losses) / len(losses)
+
+
+def patch_supervision_loss(logits: torch.Tensor, patch_parts: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+    """Part classification of every patch plus `patch_attribute_loss`, with equal weights.
+
+    Args:
+        logits: `(B, L, 1 + len(PART_NAMES) + sum(PATCH_ATTRIBUTE_SIZES))`: the part logits (background first), then
+            the per-patch attribute logits.
+        patch_parts: `(B, L)` part id of each patch (0 = background).
+        attributes: `(B, 12)` attribute word indices.
+    """
+    part_logits, attribute_logits = logits.split([1 + len(PART_NAMES), sum(PATCH_ATTRIBUTE_SIZES)], dim=-1)
+    part_loss = F.cross_entropy(part_logits.flatten(0, 1), patch_parts.flatten())
+    return part_loss + patch_attribute_loss(attribute_logits, patch_parts, attributes)
+
+
 class Dinov2Pretraining(nn.Module):
     """A DINOv2 encoder with the linear heads used only during pretraining (they are not shipped): a pixel decoder
     for the masked patches, a part classifier for every patch token and attribute classifiers for the CLS token."""
@@ -785,10 +849,7 @@ class Dinov2Pretraining(nn.Module):
         self.attribute_loss_weight = attribute_loss_weight
         self.patch_attribute_loss_weight = patch_attribute_loss_weight
         self.mean_patch_attribute_loss_weight = mean_patch_attribute_loss_weight
-        num_parts = len(PART_NAMES)
-        num_shapes = sum(len(shapes) for shapes in PART_SHAPES.values())
-        self.patch_attribute_sizes = [num_parts * len(COLORS), num_parts * len(PATTERNS), num_shapes]
-        self.patch_attribute_classifier = nn.Linear(config.hidden_size, sum(self.patch_attribute_sizes))
+        self.patch_attribute_classifier = nn.Linear(config.hidden_size, sum(PATCH_ATTRIBUTE_SIZES))
 
     def forward(
         self, pixel_values: torch.Tensor, masks: torch.Tensor, patch_parts: torch.Tensor, attributes: torch.Tensor
@@ -811,13 +872,8 @@ class Dinov2Pretraining(nn.Module):
             mean_patch_loss = self.attribute_loss(patch_tokens.mean(1), attributes)
             loss = loss + self.mean_patch_attribute_loss_weight * mean_patch_loss
         if self.patch_attribute_loss_weight:
-            targets = patch_attribute_targets(patch_parts, attributes)  # (B, L, 3)
-            logits = self.patch_attribute_classifier(patch_tokens).split(self.patch_attribute_sizes, dim=-1)
-            patch_loss = sum(
-                F.cross_entropy(kind_logits.flatten(0, 1), targets[..., i].flatten(), ignore_index=-100)
-                for i, kind_logits in enumerate(logits)
-            )
-            loss = loss + self.patch_attribute_loss_weight * patch_loss / len(logits)
+            logits = self.patch_attribute_classifier(patch_tokens)
+            loss = loss + self.patch_attribute_loss_weight * patch_attribute_loss(logits, patch_parts, attributes)
         return loss
 
     def attribute_loss(self, features: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,7 @@ from peft_interp.pretrain import (
     class_key,
     hard_negative_batches,
     patch_attribute_targets,
+    patch_supervision_loss,
     flip_images,
     flip_patch_grid,
     normalize,
@@ -321,6 +322,24 @@ def test_mean_patch_attribute_loss_reads_the_pooled_patches_with_the_cls_classif
         pixel_values, masks, patch_parts, attributes
     )
     torch.testing.assert_close(extra, 0.7 * expected)
+
+
+def test_patch_supervision_loss_matches_a_per_patch_loop():
+    torch.manual_seed(0)
+    patch_parts = torch.tensor([[0, 1, 2, 3], [4, 4, 0, 2]])
+    attributes = torch.stack([torch.randint(0, len(attribute_vocabulary(*slot)), (2,)) for slot in ATTRIBUTE_SLOTS], 1)
+    logits = torch.randn(2, 4, 5 + 32 + 16 + 10)
+    targets = patch_attribute_targets(patch_parts, attributes)
+    part_terms, kind_terms = [], [[], [], []]
+    for image in range(2):
+        for patch in range(4):
+            part_logits, colour, pattern, shape = logits[image, patch].split([5, 32, 16, 10])
+            part_terms.append(F.cross_entropy(part_logits[None], patch_parts[image, patch][None]))
+            if patch_parts[image, patch] > 0:
+                for kind, kind_logits in enumerate((colour, pattern, shape)):
+                    kind_terms[kind].append(F.cross_entropy(kind_logits[None], targets[image, patch, kind][None]))
+    expected = torch.stack(part_terms).mean() + sum(torch.stack(terms).mean() for terms in kind_terms) / 3
+    torch.testing.assert_close(patch_supervision_loss(logits, patch_parts, attributes), expected)
 
 
 def test_pretraining_runs_a_few_steps():
