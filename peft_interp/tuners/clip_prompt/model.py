@@ -14,11 +14,13 @@ What makes it fast:
   ``cache_image_features=True``, once per image (keyed by its pixels) across epochs;
 * zero-shot text features (the hand-crafted template) are computed once per class list.
 
-A method customises four hooks: ``_initial_context`` (the context parameter), ``_prompt_layout`` (where soft and
-fixed tokens go), ``_prompt_context`` (the per-row context, e.g. conditioned on the image) and ``_extra_losses``.
-What one forward pass knows about its images reaches the last two as an argument, an :class:`ImageBatch` (a method
-with more per-image inputs, such as IntCoOp's attribute words, subclasses it and builds it in its ``forward``).
-With adapters disabled the model is zero-shot CLIP with the config's hand-crafted template.
+A method customises five hooks: ``_initial_context`` (the context parameter), ``_prompt_layout`` (where soft and
+fixed tokens go), ``_prompt_context`` (the per-row context, e.g. conditioned on the image), ``_extra_losses`` (its
+loss terms beside the cross-entropy) and ``_inference_logits`` (eval-mode logits, e.g. fused with another view).
+What one forward pass knows about its images reaches the last three as an argument, an :class:`ImageBatch` (a method
+with more per-image inputs, such as IntCoOp's attribute words, subclasses it and builds it in its ``forward``), so
+the forward pass itself is written once, here. With adapters disabled the model is zero-shot CLIP with the config's
+hand-crafted template.
 """
 
 from __future__ import annotations
@@ -70,10 +72,13 @@ class ImageBatch:
     Args:
         image_embeds: ``(B, P)`` L2-normalised image features.
         labels: ``(B,)`` class indices, or ``None`` (no loss).
+        pixel_values: ``(B, 3, S, S)`` the images, or ``None`` when the caller gave ``image_embeds`` (read by losses
+            that compare with another image tower, e.g. PromptSRC's frozen CLIP).
     """
 
     image_embeds: torch.Tensor
     labels: Optional[torch.Tensor] = None
+    pixel_values: Optional[torch.Tensor] = None
 
 
 def load_tokenizer(name_or_path: str | None):
@@ -95,6 +100,10 @@ def pixel_digest(image: torch.Tensor) -> str:
 
 
 class ClipPromptTuner(InterpTuner):
+    # True for methods that prompt the image tower: their image features depend on the adapter, so ``forward``
+    # refuses precomputed ``image_embeds`` while one is active.
+    prompts_image_tower: bool = False
+
     # ------------------------------------------------------------------------------------------ method hooks
     def _initial_context(self, config: ClipPromptConfig, adapter_name: str) -> torch.Tensor:
         """The context parameter: ``(M, D)`` or, class-specific, ``(C, M, D)``."""
@@ -129,9 +138,14 @@ class ClipPromptTuner(InterpTuner):
     def _extra_losses(
         self, adapter_name: str, output: ClipPromptOutput, batch: ImageBatch
     ) -> dict[str, tuple[float, torch.Tensor]]:
-        """Method-specific loss terms ``{name: (weight, value)}`` added to the cross-entropy (``batch.labels`` is
-        set)."""
+        """Method-specific loss terms ``{name: (weight, value)}`` added to the cross-entropy, in the order they are
+        reported (called when ``batch.labels`` is set and an adapter is active; a subclass adds to ``super()``'s)."""
         return {}
+
+    def _inference_logits(self, adapter_name: str, output: ClipPromptOutput, batch: ImageBatch) -> torch.Tensor:
+        """The ``(B, C)`` logits returned in eval mode with an adapter active (the loss is always on
+        ``output.logits``, the logits of the learnt prompts). The core's: ``output.logits``."""
+        return output.logits
 
     def training_recipe(self) -> TrainingRecipe:
         """The CoOp family's SGD + cosine protocol, at the config's ``learning_rate`` when it has one."""
@@ -247,6 +261,10 @@ class ClipPromptTuner(InterpTuner):
             pixel_values: ``(B, 3, S, S)``; or give ``image_embeds`` ``(B, P)`` (normalised) instead.
             labels: ``(B,)`` class indices; adds the loss.
         """
+        if image_embeds is not None and self.prompts_image_tower and self.active_adapter_in_use() is not None:
+            raise ValueError(
+                f"{type(self).__name__} prompts the image tower: pass `pixel_values`, not precomputed `image_embeds`."
+            )
         if kwargs:
             raise TypeError(f"Unexpected arguments {sorted(kwargs)}: pass pixel_values, labels or image_embeds.")
         config = self.peft_config[self.active_adapters[0]]
@@ -254,11 +272,12 @@ class ClipPromptTuner(InterpTuner):
             if pixel_values is None:
                 raise ValueError("Give `pixel_values` (B, 3, H, W) or `image_embeds` (B, P).")
             image_embeds = self.encode_image(pixel_values, use_cache=config.cache_image_features)
-        return self._classify(ImageBatch(image_embeds, labels))
+        return self._classify(ImageBatch(image_embeds, labels, pixel_values))
 
     def _classify(self, batch: ImageBatch) -> ClipPromptOutput:
-        """Logits of ``batch`` over the class prompts of the active adapter (zero-shot when disabled), and the loss
-        when ``batch.labels`` is set."""
+        """Logits of ``batch`` over the class prompts of the active adapter (zero-shot when disabled), the loss
+        (cross-entropy and the method's :meth:`_extra_losses`) when ``batch.labels`` is set, and in eval mode the
+        method's :meth:`_inference_logits`."""
         adapter_name = self.active_adapter_in_use()
         config = self.peft_config[self.active_adapters[0]]
         image_embeds, labels = batch.image_embeds, batch.labels
@@ -279,6 +298,8 @@ class ClipPromptTuner(InterpTuner):
                 terms.update(self._extra_losses(adapter_name, output, batch))
             output.loss = sum(weight * value for weight, value in terms.values())
             output.loss_terms = {name: value for name, (_, value) in terms.items()}
+        if adapter_name is not None and not self.training:
+            output.logits = self._inference_logits(adapter_name, output, batch)
         return output
 
     def _encode_classes(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..clip_prompt.model import ClipPromptOutput, ClipPromptTuner, ContextDecoding
+from ..clip_prompt.model import ClipPromptOutput, ClipPromptTuner, ContextDecoding, ImageBatch
 from ..explanation import PromptExplanation
 from ..recipe import TrainingRecipe
 from .config import DualViewMIConfig
@@ -97,22 +97,19 @@ class DualViewMIModel(ClipPromptTuner):
             return a @ critic.weight @ b.T / config.mi_temperature
         return a @ b.T / config.mi_temperature
 
-    def forward(self, pixel_values=None, labels=None, image_embeds=None, **kwargs) -> ClipPromptOutput:
-        output = super().forward(pixel_values=pixel_values, labels=labels, image_embeds=image_embeds, **kwargs)
-        adapter_name = self.active_adapter_in_use()
-        if adapter_name is None:
-            return output
+    def _extra_losses(
+        self, adapter_name: str, output: ClipPromptOutput, batch: ImageBatch
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """``{"mutual_information": (mi_weight, L_mi), "augmentation": (augmentation_weight, L_aug)}`` (the latter
+        unless ``augmentation="none"``)."""
+        terms = super()._extra_losses(adapter_name, output, batch)
         config: DualViewMIConfig = self.peft_config[adapter_name]
-        soft, hand = output.text_embeds, self.hand_crafted_features(adapter_name)  # (C, P) each
-        if labels is not None:
-            terms = {"mutual_information": (config.mi_weight, self._mi_loss(adapter_name, soft, hand))}
-            if config.augmentation != "none":
-                terms["augmentation"] = (config.augmentation_weight, self._augmentation_loss(adapter_name, output, hand, labels))
-            output.loss = output.loss + sum(weight * value for weight, value in terms.values())
-            output.loss_terms.update({name: value for name, (_, value) in terms.items()})
-        if not self.training:
-            output.logits = self._inference_logits(config, output, soft, hand)
-        return output
+        hand = self.hand_crafted_features(adapter_name)  # (C, P)
+        terms["mutual_information"] = (config.mi_weight, self._mi_loss(adapter_name, output.text_embeds, hand))
+        if config.augmentation != "none":
+            augmentation = self._augmentation_loss(adapter_name, output, hand, batch.labels)
+            terms["augmentation"] = (config.augmentation_weight, augmentation)
+        return terms
 
     def _mi_loss(self, adapter_name: str, soft: torch.Tensor, hand: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE of the soft and hand-crafted views over the classes, with the estimator's critic."""
@@ -129,7 +126,11 @@ class DualViewMIModel(ClipPromptTuner):
         scale = self.model.logit_scale.exp()
         return feature_mixup_loss(output.text_embeds, output.image_embeds, labels, lam, scale)
 
-    def _inference_logits(self, config, output: ClipPromptOutput, soft, hand) -> torch.Tensor:
+    def _inference_logits(self, adapter_name: str, output: ClipPromptOutput, batch: ImageBatch) -> torch.Tensor:
+        """Eval-mode logits by ``config.inference``: the soft view's, fused late with the hand-crafted view's, or of
+        the average of the two views."""
+        config: DualViewMIConfig = self.peft_config[adapter_name]
+        soft, hand = output.text_embeds, self.hand_crafted_features(adapter_name)  # (C, P) each
         scale = self.model.logit_scale.exp()
         if config.inference == "late_fusion":
             hand_logits = scale * output.image_embeds @ hand.T

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import CLIPModel
 
 from ..clip_prompt.config import ClipPromptConfig
-from ..clip_prompt.model import ClipPromptOutput
 from ..clip_prompt.prompts import PromptBatch, Segment
 from ..coop.model import CoOpModel
 from ..recipe import COOP_RECIPE, TrainingRecipe
@@ -30,6 +28,8 @@ class DeepPromptTuner(CoOpModel):
     :meth:`vision_prompts` ``(J_v, n_v, W)``. The image tower is prompted, so image features are computed with
     autograd and from pixels only; with the adapter disabled both towers run unprompted (zero-shot CLIP).
     """
+
+    prompts_image_tower = True  # forward refuses precomputed image_embeds while the adapter is active
 
     def deep_text_prompts(self, adapter_name: str) -> torch.Tensor:
         """``(J_t - 1, n, D)``: the text prompts of blocks ``1 .. J_t - 1`` (set by the subclass)."""
@@ -123,20 +123,6 @@ class DeepPromptTuner(CoOpModel):
     def frozen_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(B, P)`` normalised features of the unprompted image tower (zero-shot CLIP), without autograd."""
         return super().encode_image(pixel_values, use_cache=False)
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        image_embeds: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> ClipPromptOutput:
-        """Classify images ``(B, 3, S, S)`` over the configured class names (``labels`` ``(B,)`` adds the loss)."""
-        if image_embeds is not None and self.active_adapter_in_use() is not None:
-            raise ValueError(
-                f"{type(self).__name__} prompts the image tower: pass `pixel_values`, not precomputed `image_embeds`."
-            )
-        return super().forward(pixel_values=pixel_values, labels=labels, image_embeds=image_embeds, **kwargs)
 
 
 class MaPLeModel(DeepPromptTuner):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPModel
 
-from ..clip_prompt.model import ClipPromptOutput
+from ..clip_prompt.model import ClipPromptOutput, ImageBatch
 from ..clip_prompt.prompts import fill_template
 from ..maple.model import MAPLE_RECIPE, DeepPromptTuner
 from ..recipe import TrainingRecipe
@@ -103,29 +103,24 @@ class PromptSRCModel(DeepPromptTuner):
 
         return self._cached(("teacher", tuple(names), templates), compute)
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        image_embeds: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> ClipPromptOutput:
-        """Classify images ``(B, 3, S, S)``; in training mode with ``labels`` the loss includes ``L_SCL``."""
-        output = super().forward(pixel_values=pixel_values, labels=labels, image_embeds=image_embeds, **kwargs)
-        adapter_name = self.active_adapter_in_use()
-        if labels is None or adapter_name is None or not self.training:
-            return output
+    def _extra_losses(
+        self, adapter_name: str, output: ClipPromptOutput, batch: ImageBatch
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """In training mode, ``L_SCL``: ``{"image": (lambda_1, L1), "text": (lambda_2, L1), "logits": (w, KL)}``
+        against the frozen CLIP's features of ``batch.pixel_values`` and of the teacher templates."""
+        terms = super()._extra_losses(adapter_name, output, batch)
+        if not self.training:
+            return terms
         config: PromptSRCConfig = self.peft_config[adapter_name]
-        frozen_image = self.frozen_image_features(pixel_values)  # (B, P)
+        frozen_image = self.frozen_image_features(batch.pixel_values)  # (B, P)
         frozen_text = self.frozen_text_features(adapter_name)  # (C, P)
         frozen_logits = self.model.logit_scale.exp() * frozen_image @ frozen_text.T
-        terms = self_regularization_terms(
+        regularization = self_regularization_terms(
             output.image_embeds, frozen_image, output.text_embeds, frozen_text, output.logits, frozen_logits
         )
         weights = {"image": config.image_loss_weight, "text": config.text_loss_weight, "logits": config.logits_loss_weight}
-        output.loss = output.loss + sum(weights[name] * value for name, value in terms.items())
-        output.loss_terms.update(terms)
-        return output
+        terms.update({name: (weights[name], value) for name, value in regularization.items()})
+        return terms
 
     # ------------------------------------------------------------------------------ Gaussian prompt aggregation
     def _prompt_tensors(self, adapter_name: str) -> list[torch.Tensor]:
