@@ -6,7 +6,9 @@ Shapes: ``B`` batch, ``L = h * w`` patches, ``D`` width, ``K`` prototypes of a l
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +100,7 @@ class ConceptPrototypes(nn.Module):
 
 @dataclass
 class LevelRecord:
-    """What a prompted level computed in the last forward (read by the tuner for losses and explanations)."""
+    """What a prompted level computed in one forward pass (read by the tuner for losses and explanations)."""
 
     attention: torch.Tensor  # (B, K, L) before renormalisation
     maps: torch.Tensor  # (B, K, L) renormalised
@@ -140,11 +142,13 @@ class IVPTPromptLevel(nn.Module):
         nn.init.zeros_(self.prompt_proj.bias)
         # The backbone's own (frozen) output norm; kept out of the module tree so it is not saved with the adapter.
         object.__setattr__(self, "final_norm", final_norm)
-        self.record: LevelRecord | None = None
+        # The caller's list of one forward pass, set only within `recording_levels` (the backbone's forward, which
+        # runs this level from inside a Hugging Face model, passes nothing else through).
+        self.sink: list[LevelRecord] | None = None
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """``(B, P + L, D)`` block input -> prompt tokens ``(B, N, D)``; keeps a :class:`LevelRecord` for
-        :meth:`pop_record`."""
+        """``(B, P + L, D)`` block input -> prompt tokens ``(B, N, D)``; within :func:`recording_levels`, also
+        appends a :class:`LevelRecord` to the caller's list."""
         patches = self.final_norm(hidden_states.detach()[:, self.num_prefix_tokens :])  # (B, L, D)
         patches = patches.to(self.concepts.prototypes.dtype)  # adapters stay fp32 in a half-precision backbone
         attention = self.concepts(patches)  # (B, K, L)
@@ -160,21 +164,48 @@ class IVPTPromptLevel(nn.Module):
         tokens = fixed.transpose(1, 2) @ fg_feats / fixed.sum(dim=1).unsqueeze(-1)  # (B, N, D)
         prompts = self.prompt_proj(self.prompt_norm(tokens))
 
-        grouped_fg = grouping.transpose(1, 2) @ attention[:, :-1]  # (B, N, L)
-        self.record = LevelRecord(
-            attention=attention,
-            maps=renormalize_maps(attention, self.config.map_renorm_eps),
-            grouped_maps=torch.cat([grouped_fg, attention[:, -1:]], dim=1),
-            grouping=grouping,
-        )
+        if self.sink is not None:
+            grouped_fg = grouping.transpose(1, 2) @ attention[:, :-1]  # (B, N, L)
+            self.sink.append(
+                LevelRecord(
+                    attention=attention,
+                    maps=renormalize_maps(attention, self.config.map_renorm_eps),
+                    grouped_maps=torch.cat([grouped_fg, attention[:, -1:]], dim=1),
+                    grouping=grouping,
+                )
+            )
         return prompts
 
-    def pop_record(self) -> LevelRecord:
-        """The record of the last forward, released so the module holds no tensors between forwards."""
-        record, self.record = self.record, None
-        if record is None:
-            raise RuntimeError("This prompt level has not run: the forward did not reach its block.")
-        return record
+
+@contextmanager
+def recording_levels(levels: dict[str, IVPTPromptLevel]) -> Iterator[dict[str, list[LevelRecord]]]:
+    """Collect what the prompt ``levels`` (block name -> level) compute during one backbone forward.
+
+    Yields ``{block name: []}``, lists owned by the caller; each level appends its :class:`LevelRecord` to its own
+    list when its block runs. On exit (also when the forward raises) the levels are detached from the lists, so no
+    level holds a record or a list between forward passes. Read the lists with :func:`level_records`.
+    """
+    sinks = {name: [] for name in levels}
+    previous = {name: level.sink for name, level in levels.items()}
+    for name, level in levels.items():
+        level.sink = sinks[name]
+    try:
+        yield sinks
+    finally:
+        for name, level in levels.items():
+            level.sink = previous[name]
+
+
+def level_records(sinks: dict[str, list[LevelRecord]]) -> list[LevelRecord]:
+    """The one record of every level of :func:`recording_levels`, in its order; an error names a level whose block
+    the forward did not reach, or ran more than once."""
+    for name, records in sinks.items():
+        if len(records) != 1:
+            raise RuntimeError(
+                f"The prompt level of `{name}` ran {len(records)} times in one forward pass, expected once "
+                "(0: the forward did not reach its block)."
+            )
+    return [records[0] for records in sinks.values()]
 
 
 @dataclass

@@ -14,7 +14,7 @@ from ..recipe import IVPT_RECIPE, TrainingRecipe
 from ..visual.model import PartMaps, VisualPromptTuner
 from . import losses
 from .config import IVPTConfig
-from .layer import HeadOutput, IVPTHead, IVPTPromptLevel, LevelRecord
+from .layer import HeadOutput, IVPTHead, IVPTPromptLevel, LevelRecord, level_records, recording_levels
 
 # Loss terms in the order they are reported; each is weighted by the config field f"{name}_weight".
 LOSS_TERMS = (
@@ -117,11 +117,13 @@ class IVPTModel(VisualPromptTuner):
         return [(name, self.model.get_submodule(name).prompt_sources[adapter]) for name in blocks]
 
     def _concepts(self, pixel_values: torch.Tensor) -> tuple[list[LevelRecord], HeadOutput]:
-        """One forward: the records of every prompted level and the head's output."""
+        """One forward: the records of every prompted level (collected for this call only, see
+        :func:`~.layer.recording_levels`) and the head's output."""
         head_module = self.ivpt_head[self.active_adapters[0]]
-        tokens = self.encode_image(pixel_values).to(head_module.concepts.prototypes.dtype)  # (B, P + L, D)
+        with recording_levels(dict(self._prompt_levels())) as sinks:
+            tokens = self.encode_image(pixel_values).to(head_module.concepts.prototypes.dtype)  # (B, P + L, D)
         head = head_module(tokens[:, self.layout.num_prefix_tokens :])
-        return [level.pop_record() for _, level in self._prompt_levels()], head
+        return level_records(sinks), head
 
     def _as_grid(self, maps: torch.Tensor) -> torch.Tensor:
         """``(B, K, L)`` -> ``(B, K, h, w)``."""
