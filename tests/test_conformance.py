@@ -4,7 +4,7 @@ A new method adds one row (its base model, a small config, a base model it must 
 round trip bit for bit, ``disable_adapter`` is the base model, ``add_adapter`` / ``set_adapter`` /
 ``delete_adapter`` / ``unload``, the base-model check on every loading route, ``save_for_hub`` with example pixels,
 ``AutoPeftModelForInterpretability``, and the stock ``transformers.Trainer`` (train, then ``evaluate()`` with loss
-and accuracy).
+and accuracy), and ``explain`` returning the one :class:`~peft_interp.Explanation` contract.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from peft_interp import (
 from peft_interp.data import load_clip_tokenizer
 from peft_interp.sharing import save_for_hub
 from peft_interp.training import compute_metrics, logits_only
+from peft_interp.tuners.explanation import Explanation, PromptExplanation
 from peft_interp.tuners.layers import InterpLayer
 
 from .tiny_models import IMAGE_SIZE, VIT, make_backbone, make_clip
@@ -133,6 +134,40 @@ def zero_shot_clip_logits(clip, images, template: str) -> torch.Tensor:
         ])  # fmt: skip
         image = clip.get_image_features(pixel_values=images).pooler_output
     return clip.logit_scale.exp() * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
+
+
+# ------------------------------------------------------------------------------------------------- explanations
+def test_explain_keeps_the_one_explanation_contract(method, images):
+    """``model.explain(pixel_values)`` of every method: an ``Explanation`` whose fields are what reports and cards
+    read, consistent with the forward pass (same logits) and with each other (shapes, names, additive shares)."""
+    model = adapted(method)
+    explanation = model.explain(images)
+    assert isinstance(explanation, Explanation), type(explanation)
+    batch = len(images)
+    torch.testing.assert_close(explanation.logits, logits(model, images), rtol=0, atol=0)
+    assert torch.equal(explanation.predictions, explanation.logits.argmax(dim=-1))
+    torch.testing.assert_close(model.explain(pixel_values=images).logits, explanation.logits, rtol=0, atol=0)
+    if explanation.maps is not None:
+        assert explanation.maps.shape[:2] == (batch, len(explanation.map_names)) and explanation.maps.min() >= 0
+        assert all(isinstance(name, str) and name for name in explanation.map_names)
+    if explanation.background is not None:
+        assert explanation.background.shape == (batch, *explanation.maps.shape[2:])
+    if explanation.contributions is not None:  # additive shares of the predicted class's logit
+        assert explanation.contributions.shape == (batch, len(explanation.map_names))
+        picked = explanation.logits.gather(1, explanation.predictions[:, None])[:, 0]
+        torch.testing.assert_close(explanation.contributions.sum(dim=-1), picked)
+        by_class = explanation.class_contributions.gather(1, explanation.predictions[:, None, None].expand(
+            -1, 1, explanation.contributions.shape[1]))[:, 0]  # fmt: skip
+        assert torch.equal(by_class, explanation.contributions)
+    if method.is_clip:  # the learnt prompt read as words, as text lines for pages and cards
+        assert isinstance(explanation.prompt, PromptExplanation)
+        lines = explanation.prompt.lines()
+        assert lines and all(isinstance(line, str) and line for line in lines)
+    else:
+        assert explanation.prompt is None and explanation.maps is not None
+    if explanation.image_notes is not None:
+        assert len(explanation.image_notes) == batch
+        assert all(isinstance(line, str) for notes in explanation.image_notes for line in notes)
 
 
 def test_disable_adapter_is_the_base_model(method, images):

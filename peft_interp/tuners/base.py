@@ -44,7 +44,7 @@ def base_model_signature(model: nn.Module) -> dict:
 def check_base_model(config, model: nn.Module) -> None:
     """Record the base model's signature in ``config``, or, if it has one, raise when ``model`` differs."""
     current = base_model_signature(model)
-    saved = getattr(config, "base_model_signature", None)
+    saved = config.base_model_signature
     if saved and saved != current:
         differences = {key: (saved.get(key), current.get(key)) for key in sorted(saved.keys() | current.keys())
                        if saved.get(key) != current.get(key)}  # fmt: skip
@@ -179,7 +179,7 @@ class InterpTuner(BaseTuner):
             "method": config.method_name,
             "peft_type": config.peft_type.name,
             "base_model": config.base_model_name_or_path,
-            "class_names": getattr(config, "class_names", None),
+            "class_names": config.class_names,
         }
 
     # -------------------------------------------------------------------------------------------------- training

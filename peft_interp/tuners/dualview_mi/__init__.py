@@ -1,7 +1,7 @@
 from ...registry import register_method
 from .config import DualViewMIConfig
-from .model import DualViewMIModel, ViewsExplanation
+from .model import DualViewMIModel, ViewAgreement
 
 register_method(DualViewMIConfig.method_name, DualViewMIConfig, DualViewMIModel)
 
-__all__ = ["DualViewMIConfig", "DualViewMIModel", "ViewsExplanation"]
+__all__ = ["DualViewMIConfig", "DualViewMIModel", "ViewAgreement"]

@@ -25,8 +25,11 @@ from .layer import (
 
 
 @dataclass
-class ViewsExplanation:
-    """How far the learnt (soft) view of every class moved from its hand-crafted view.
+class ViewAgreement:
+    """How far the learnt (soft) view of every class moved from its hand-crafted view: a summary of the adapter,
+    the same for every image (what :meth:`DualViewMIModel.explain_views` returns). It is not an
+    :class:`~peft_interp.tuners.explanation.Explanation`: ``explain(pixel_values)`` returns one, whose
+    ``prompt.notes`` carry the mean view similarity and the MI bound.
 
     Args:
         class_names: the ``C`` classes.
@@ -145,13 +148,13 @@ class DualViewMIModel(ClipPromptTuner):
 
     # ------------------------------------------------------------------------------------------ interpretation
     @torch.no_grad()
-    def explain_views(self, adapter_name: str | None = None) -> ViewsExplanation:
+    def explain_views(self, adapter_name: str | None = None) -> ViewAgreement:
         """Per class, the cosine between the soft and the hand-crafted view; the MI bound; the context's words."""
         adapter_name = adapter_name or self.active_adapters[0]
         config: DualViewMIConfig = self.peft_config[adapter_name]
         soft = self._encode_classes(adapter_name, self._prompt_context(adapter_name, None))
         hand = self.hand_crafted_features(adapter_name)
-        return ViewsExplanation(
+        return ViewAgreement(
             class_names=list(config.class_names),
             view_similarity=(soft * hand).sum(dim=-1),
             mi_lower_bound=float(mi_lower_bound(self._mi_loss(adapter_name, soft, hand), len(soft))),
