@@ -48,7 +48,7 @@ class IntCoOpBatch(ImageBatch):
     """IntCoOp's view of the images of one forward pass, built by ``forward`` and read by the prompt hooks.
 
     Args:
-        image_embeds, labels: see :class:`~peft_interp.tuners.clip_prompt.ImageBatch`.
+        image_embeds, labels, pixel_values: see :class:`~peft_interp.tuners.clip_prompt.ImageBatch`.
         image_context: ``(B, M, D)`` the active adapter's context conditioned on each image, ``v_i(x)``.
         attribute_embeds: ``(B, D)`` the active adapter's predicted attribute embedding ``A(x)``.
         attributes: per image its attribute word (``None`` where it has none), or ``None`` when none were given.
@@ -218,7 +218,7 @@ class IntCoOpModel(ClipPromptTuner):
         if attributes is not None and len(attributes) != len(pixel_values):
             raise ValueError(f"`attributes` has {len(attributes)} entries for {len(pixel_values)} images.")
         tokens, pooled = self.image_features(pixel_values)
-        batch = IntCoOpBatch(F.normalize(pooled, dim=-1), labels, attributes=_clean(attributes))
+        batch = IntCoOpBatch(F.normalize(pooled, dim=-1), labels, pixel_values, attributes=_clean(attributes))
         adapter_name = self.active_adapter_in_use()
         if adapter_name is not None:  # what the prompt hooks read: v_i(x) and A(x)
             context = self.context_layer.context[adapter_name]  # (M, D)
