@@ -26,7 +26,7 @@ import time
 import torch
 
 from peft_interp import name_concepts
-from peft_interp.cli import image_transform, method_config
+from peft_interp.pipeline import image_transform, method_config
 from peft_interp.data import PART_NAMES, class_names, load_conceptworld
 from peft_interp.evaluation import DEFAULT_FRACTIONS, deletion_curves, load_metric, part_mass
 from peft_interp.hub import load_default

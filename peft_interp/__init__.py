@@ -8,60 +8,25 @@ from .naming import name_concepts
 from .registry import (
     INTERP_TASK_TYPE,
     AutoPeftModelForInterpretability,
+    MethodSpec,
     PeftModelForInterpretability,
     register_method,
+    registered_methods,
 )
-from .tuners import (
-    CoCoOpConfig,
-    CoCoOpModel,
-    CoOpConfig,
-    CoOpModel,
-    DualViewMIConfig,
-    DualViewMIModel,
-    IntCoOpConfig,
-    IntCoOpModel,
-    IPLConfig,
-    IPLModel,
-    IVPTConfig,
-    IVPTModel,
-    KgCoOpConfig,
-    KgCoOpModel,
-    MaPLeConfig,
-    MaPLeModel,
-    PromptSRCConfig,
-    PromptSRCModel,
-    VPTDeepConfig,
-    VPTDeepModel,
-)
+from . import tuners
+from .tuners import *  # noqa: F403  (every method's config and model class)
 from .tuners.explanation import Explanation
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    *tuners.__all__,
     "AutoPeftModelForInterpretability",
-    "CoCoOpConfig",
-    "CoCoOpModel",
-    "CoOpConfig",
-    "CoOpModel",
-    "DualViewMIConfig",
-    "DualViewMIModel",
     "Explanation",
-    "IPLConfig",
-    "IPLModel",
     "INTERP_TASK_TYPE",
-    "IVPTConfig",
-    "IVPTModel",
-    "IntCoOpConfig",
-    "IntCoOpModel",
-    "KgCoOpConfig",
-    "KgCoOpModel",
-    "MaPLeConfig",
-    "MaPLeModel",
+    "MethodSpec",
     "PeftModelForInterpretability",
-    "PromptSRCConfig",
-    "PromptSRCModel",
-    "VPTDeepConfig",
-    "VPTDeepModel",
     "name_concepts",
     "register_method",
+    "registered_methods",
 ]

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .pipeline import image_transform, load_backbone, method_config
+from .registry import method_spec, registered_methods
+
 PROTOCOLS = ("base_to_novel", "few_shot", "cross_dataset", "domain_generalization", "parts")
-CLIP_METHODS = ("zero_shot", "coop", "cocoop", "kgcoop", "maple", "promptsrc", "ipl", "intcoop", "dualview_mi")
-VISUAL_METHODS = ("ivpt", "vpt_deep")
 FEW_SHOTS = (1, 2, 4, 8, 16)
 FRACTIONS: tuple[str, ...] = ()  # metrics in [0, 1] to show in %: none, the evaluation runner gives percentages
 
@@ -81,25 +82,25 @@ class BenchmarkConfig:
     batch_size_eval: int = 64
 
     def __post_init__(self) -> None:
-        from .cli import METHODS
-
-        if self.method not in (*METHODS, "zero_shot"):
-            raise ValueError(f"method {self.method!r} is not one of {[*METHODS, 'zero_shot']}")
+        methods = list(registered_methods())
+        if self.method not in (*methods, "zero_shot"):
+            raise ValueError(f"method {self.method!r} is not one of {[*methods, 'zero_shot']}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol {self.protocol!r} is not one of {list(PROTOCOLS)}")
-        visual = self.method in VISUAL_METHODS
+        visual = is_visual(self.method)
         if self.protocol in ("base_to_novel", "cross_dataset", "domain_generalization") and visual:
             raise ValueError(f"protocol {self.protocol} transfers a prompt to new class names: it needs a CLIP "
-                             f"method ({list(CLIP_METHODS)}), got {self.method}")  # fmt: skip
+                             f"method ({['zero_shot', *registered_methods('clip')]}), got {self.method}")  # fmt: skip
         if self.protocol == "parts" and not visual:
-            raise ValueError(f"protocol parts scores prototype maps: it needs {list(VISUAL_METHODS)}, got {self.method}")
+            raise ValueError(f"protocol parts scores prototype maps: it needs {list(registered_methods('vision'))}, "
+                             f"got {self.method}")  # fmt: skip
         self.datasets = expand_datasets(self.datasets)
         self.shots = list(self.shots or (FEW_SHOTS if self.protocol == "few_shot" else (16,)))
         if self.protocol != "few_shot" and len(self.shots) != 1:
             raise ValueError(f"--shots takes one value for protocol {self.protocol}, got {self.shots}")
         if self.method == "zero_shot":
             self.seeds = self.seeds[:1]  # nothing is drawn: one evaluation
-        self.model = self.model or ("conceptworld-dinov2" if visual else "conceptworld-clip")
+        self.model = self.model or method_spec("coop" if self.method == "zero_shot" else self.method).default_backbone
         needs_root = [name for name in self.all_datasets() if name != "conceptworld"]
         if needs_root and self.data_root is None:
             raise ValueError(f"datasets {needs_root} are read from disk: give --data-root (the folder holding them)")
@@ -107,6 +108,11 @@ class BenchmarkConfig:
     def all_datasets(self) -> list[str]:
         cross = self.protocol in ("cross_dataset", "domain_generalization")
         return [self.source, *self.datasets] if cross else list(self.datasets)
+
+
+def is_visual(method: str) -> bool:
+    """Whether ``method`` (a registered method or ``zero_shot``) prompts a vision transformer with its own head."""
+    return method != "zero_shot" and method_spec(method).family == "vision"
 
 
 def expand_datasets(names: list[str]) -> list[str]:
@@ -189,8 +195,6 @@ def class_names(dataset) -> list[str]:
 # ----------------------------------------------------------------------------------------------------- models
 def load_backbone_and_transform(config: BenchmarkConfig):
     """A fresh backbone and its evaluation transform (``config.image_size`` or the model's own)."""
-    from .cli import image_transform, load_backbone
-
     backbone = load_backbone(config.model)
     return backbone, image_transform(backbone, config.image_size)
 
@@ -200,11 +204,9 @@ def build_model(config: BenchmarkConfig, backbone, transform, names: list[str], 
     import torch
     from peft import get_peft_model
 
-    from .cli import method_config
-
     settings = dict(config.method_settings)
     method = "coop" if config.method == "zero_shot" else config.method
-    if method in VISUAL_METHODS:
+    if is_visual(method):
         settings.setdefault("image_size", transform.image_size)
     else:
         settings.setdefault("template", template)

@@ -26,128 +26,25 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("ivpt", "vpt_deep", "coop", "cocoop", "kgcoop", "maple", "promptsrc", "ipl", "intcoop", "dualview_mi")
-SHIPPED_MODELS = {"conceptworld-dinov2": "dinov2", "conceptworld-clip": "clip"}
+from .benchmark import PROTOCOLS, BenchmarkConfig, run_benchmark
+from .demo import run_demo
+from .pipeline import (
+    check_classes_match,
+    check_image_size,
+    checked_transform,
+    explain_indices,
+    explain_rows,
+    image_transform,
+    label_attributes,
+    load_backbone,
+    load_split,
+    load_trained,
+    method_config,
+)
+from .registry import method_spec, registered_methods
 
 
-# ------------------------------------------------------------------------------------------------- building
-def method_config(method: str, class_names: list[str], settings: dict):
-    """The PEFT config of ``method`` for ``class_names`` with ``settings`` (field -> value) applied."""
-    import peft_interp as pi
-
-    config_cls = {"ivpt": pi.IVPTConfig, "vpt_deep": pi.VPTDeepConfig, "coop": pi.CoOpConfig, "ipl": pi.IPLConfig,
-                  "intcoop": pi.IntCoOpConfig, "dualview_mi": pi.DualViewMIConfig, "cocoop": pi.CoCoOpConfig,
-                  "kgcoop": pi.KgCoOpConfig, "maple": pi.MaPLeConfig, "promptsrc": pi.PromptSRCConfig}[method]  # fmt: skip
-    fields = set(config_cls.__dataclass_fields__)
-    unknown = sorted(set(settings) - fields)
-    if unknown:
-        raise SystemExit(f"--set: {config_cls.__name__} has no field {unknown}; fields: {sorted(fields)}")
-    base = {"class_names": class_names}
-    if "num_classes" in fields:
-        base["num_classes"] = len(class_names)
-    return config_cls(**{**base, **settings})
-
-
-def load_backbone(name: str):
-    """A shipped backbone (``conceptworld-dinov2`` / ``conceptworld-clip``, or ``peft-interp/...``, as adapters
-    record them), a local folder or a Hub id."""
-    from .hub import load_default, shipped_backbone
-
-    if shipped_backbone(name) is not None:
-        return load_default(name)
-    from transformers import AutoModel
-
-    check_model_name(name)
-    try:
-        return AutoModel.from_pretrained(name, use_safetensors=True)
-    except Exception as error:  # transformers / huggingface_hub raise many types
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        where = "the folder" if Path(name).expanduser().is_dir() else "the Hub"
-        raise ValueError(f"--model {name!r} is not one of the shipped models ({', '.join(SHIPPED_MODELS)}) and "
-                         f"could not be loaded from {where}: {first_line}") from error  # fmt: skip
-
-
-def check_model_name(name: str) -> None:
-    """Refuse a base model name that is neither shipped, nor a usable folder, nor shaped like a Hub id."""
-    path = Path(name).expanduser()
-    shipped = ", ".join(SHIPPED_MODELS)
-    if path.exists():
-        if not path.is_dir():
-            raise ValueError(f"--model {name}: is a file; expected a model folder (with config.json) or one of {shipped}")
-        if not (path / "config.json").is_file():
-            raise ValueError(f"--model {name}: the folder has no config.json, so it is not a Hugging Face model folder")
-        if not any(path.glob("*.safetensors")) and not any(path.glob("*.safetensors.index.json")):
-            raise ValueError(f"--model {name}: the folder has no .safetensors weights (pickled .bin weights are never "
-                             "loaded)")  # fmt: skip
-    elif name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
-        raise FileNotFoundError(f"--model {name}: no such folder (shipped models: {shipped})")
-
-
-def check_adapter_folder(adapter: str) -> dict:
-    """The parsed ``adapter_config.json`` of ``--adapter``, after checking that it is a peft-interp adapter."""
-    from .registry import NAMESPACE
-
-    folder = Path(adapter)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"--adapter {adapter}: no such folder")
-    config_file = folder / "adapter_config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"--adapter {adapter}: {config_file.name} not found, so it is not a saved adapter")
-    try:
-        config = json.loads(config_file.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"{config_file} is not valid JSON: {error}") from error
-    if not isinstance(config, dict) or not str(config.get("peft_type", "")).startswith(NAMESPACE):
-        found = config.get("peft_type") if isinstance(config, dict) else type(config).__name__
-        raise ValueError(f"{config_file}: peft_type {found!r} is not a peft-interp method ({', '.join(METHODS)})")
-    return config
-
-
-def check_image_size(backbone, image_size: int | None, method_or_config, batch_size: int | None, training: bool) -> None:
-    """``--image-size`` against the base model before any data is made: a multiple of the patch size for the
-    visual methods, the model's own size for the CLIP methods, and within an estimate of the free memory."""
-    from .validation import check_fits_in_memory
-
-    vision = getattr(backbone.config, "vision_config", backbone.config)
-    if image_size is None:
-        return
-    clip_method = (isinstance(method_or_config, str) and method_or_config not in ("ivpt", "vpt_deep")) or (
-        isinstance(method_or_config, dict) and "class_names" in method_or_config and "num_classes" not in method_or_config
-    )
-    if clip_method and image_size != vision.image_size:
-        raise ValueError(f"--image-size {image_size}: the CLIP methods use the image tower's own input size "
-                         f"{vision.image_size} (its position embeddings are fixed); omit --image-size")  # fmt: skip
-    if image_size % vision.patch_size:
-        raise ValueError(f"--image-size {image_size} is not a multiple of the model's patch size {vision.patch_size}, "
-                         f"e.g. {max(vision.patch_size, image_size - image_size % vision.patch_size)}")  # fmt: skip
-    check_fits_in_memory(vision, image_size, batch_size or 1, "--image-size", training=training)
-
-
-def check_classes_match(adapter_config: dict, names: list[str], adapter: str) -> None:
-    """An adapter scores the classes it was trained on: the dataset must have as many (and, when the adapter
-    names them, the same names), or the accuracy printed would be meaningless."""
-    saved = adapter_config.get("class_names")
-    count = adapter_config.get("num_classes") or (len(saved) if saved else None)
-    if count is not None and count != len(names):
-        raise ValueError(f"--adapter {adapter} scores {count} classes but the dataset has {len(names)} "
-                         f"({names[:5]}{'...' if len(names) > 5 else ''}): evaluate it on the classes it was trained on")  # fmt: skip
-    if saved and list(saved) != list(names):
-        differ = [(a, b) for a, b in zip(saved, names) if a != b]
-        raise ValueError(f"--adapter {adapter} was trained on classes named differently from the dataset's (adapter vs "
-                         f"dataset: {differ[:3]}); give --class-names in the adapter's order")  # fmt: skip
-
-
-def image_transform(model, image_size: int | None = None):
-    from .backbones import resolve_vision_layout
-    from .training.data import ImageTransform, normalization_for
-
-    config = model.config
-    vision = getattr(config, "vision_config", config)
-    mean, std = normalization_for(config.model_type)
-    resolve_vision_layout(model)  # fails early with a clear message for unsupported models
-    return ImageTransform(image_size or vision.image_size, mean, std)
-
-
+# ------------------------------------------------------------------------------------------------- settings
 def parse_settings(pairs: list[str]) -> dict:
     """``["a=1", "b=[1, 2]", "c=text"]`` -> ``{"a": 1, "b": [1, 2], "c": "text"}`` (values parsed as YAML)."""
     import yaml
@@ -159,35 +56,6 @@ def parse_settings(pairs: list[str]) -> dict:
             raise SystemExit(f"--set expects key=value, got {pair!r}")
         settings[key.strip()] = yaml.safe_load(value)
     return settings
-
-
-# --------------------------------------------------------------------------------------------------- data
-def load_split(args, split: str, shots: int | None, seed: int, image_size: int, classes: str | None = None):
-    """(dataset, class names, columns), checked before use; ``classes`` "base" / "novel" keeps the first / second
-    half of the label ids (base-to-novel protocol), relabelled from 0."""
-    from .training.data import (
-        Columns,
-        base_novel_classes,
-        dataset_class_names,
-        few_shot,
-        load_image_dataset,
-        select_classes,
-        validate_image_dataset,
-    )
-
-    columns = Columns(args.image_column, args.label_column, args.attribute_column)
-    conceptworld = args.dataset == "conceptworld"
-    dataset = load_image_dataset(args.dataset, split, shots=shots if conceptworld else None, seed=seed,
-                                 image_size=image_size if conceptworld else None)  # fmt: skip
-    names = dataset_class_names(dataset, columns, args.class_names)
-    validate_image_dataset(dataset, columns, names, check_images=not conceptworld)
-    classes = classes or args.classes
-    if classes != "all":
-        ids = base_novel_classes(len(names))[0 if classes == "base" else 1]
-        dataset, names = select_classes(dataset, ids, columns.label), [names[i] for i in ids]
-    if shots and not conceptworld:
-        dataset = few_shot(dataset, shots, seed, columns.label)
-    return dataset, names, columns
 
 
 # ----------------------------------------------------------------------------------------------- commands
@@ -211,7 +79,7 @@ def train_command(args) -> Path:
         eval_set, _, _ = load_split(args, args.eval_split, eval_shots, args.seed, transform.image_size)
         eval_rows = eval_set.select_columns(columns.names())
     settings = {**(args.method_settings or {}), **parse_settings(args.set)}
-    if args.method in ("ivpt", "vpt_deep"):
+    if method_spec(args.method).family == "vision":
         settings.setdefault("image_size", transform.image_size)
     config = method_config(args.method, names, settings)
     if getattr(config, "attribute_loss_weight", None) is not None:  # IntCoOp, or IPL over IntCoOp
@@ -263,59 +131,6 @@ def push_trained(model, output, args) -> None:
     print(f"pushed to https://huggingface.co/{args.push_to_hub} ({getattr(commit, 'oid', commit)})")
 
 
-def label_attributes(args, backbone, transform, dataset, names, columns, config):
-    """IntCoOp's attribute word per training image, from ``--attribute-source`` (or ``--attribute-column``); says
-    which labeller it used. Refuses to train without one: IntCoOp's attribute loss rests on them."""
-    from dataclasses import replace
-
-    import torch
-
-    from .training.data import open_image
-    from .tuners.clip_prompt.model import load_tokenizer
-    from .tuners.intcoop.attributes import ATTRIBUTE_SOURCES, WithClassNames, add_attribute_column, attribute_source_from_spec
-
-    spec = args.attribute_source or (f"column:{args.attribute_column}" if args.attribute_column else None)
-    if spec is None:
-        raise SystemExit(f"--method {args.method} trains IntCoOp's attribute extractor on one attribute word per "
-                         f"training image: give --attribute-source ({ATTRIBUTE_SOURCES})")  # fmt: skip
-    if args.attribute_source and args.attribute_column:
-        raise SystemExit("give --attribute-source or --attribute-column, not both")
-
-    def pixels(images: list) -> torch.Tensor:
-        return torch.stack([transform(open_image(image)) for image in images])
-
-    try:
-        source, column, description = attribute_source_from_spec(
-            spec, backbone, load_tokenizer(config.tokenizer_name_or_path), pixels, args.attribute_id_column)
-    except ValueError as error:
-        raise SystemExit(f"--attribute-source: {error}") from None
-    if source is None:
-        if column not in dataset.column_names:
-            raise SystemExit(f"--attribute-source {spec}: no column {column!r}; the dataset has {dataset.column_names}")
-    else:
-        if spec.startswith("file:") and args.attribute_id_column not in dataset.column_names:
-            raise SystemExit(f"--attribute-source {spec}: the label file is keyed by image ids, but the dataset has no "
-                             f"column {args.attribute_id_column!r} (choose it with --attribute-id-column)")  # fmt: skip
-        column = "attribute" if "attribute" not in dataset.column_names else "attribute_label"
-        dataset = add_attribute_column(dataset, WithClassNames(source, names, columns.label), column=column)
-    labelled = sum(1 for word in dataset[column] if word)
-    print(f"IntCoOp attributes: {description}; {labelled} of {len(dataset)} training images have a word")
-    if labelled == 0:
-        raise SystemExit(f"--attribute-source {spec}: no training image got an attribute word")
-    return dataset, replace(columns, attribute=column)
-
-
-def load_trained(adapter: str, model: str | None):
-    """(PeftModel, base model name) of a saved adapter on its base model."""
-    from peft import PeftModel
-
-    config = check_adapter_folder(adapter)
-    name = model or config.get("base_model_name_or_path")
-    if name is None:
-        raise SystemExit(f"{adapter}: the adapter does not name its base model; give --model")
-    return PeftModel.from_pretrained(load_backbone(name), adapter).eval(), name
-
-
 def evaluate_command(args) -> dict:
     from .training.data import ImageCollator
     from .training.evaluation import (
@@ -325,7 +140,7 @@ def evaluate_command(args) -> dict:
     )
 
     model, _ = load_trained(args.adapter, args.model)
-    transform = _checked_transform(model, args)
+    transform = checked_transform(model, args)
     dataset, names, columns = load_split(args, args.split, None, args.seed, transform.image_size)
     adapter_config = json.loads((Path(args.adapter) / "adapter_config.json").read_text())
     if not args.base_to_novel:
@@ -357,48 +172,9 @@ def evaluate_command(args) -> dict:
     return results
 
 
-def explain_rows(model, rows, transform, output_dir, class_names: list[str], columns=None, title=None) -> Path:
-    """Explanation PNGs and ``index.html`` (:func:`peft_interp.reports.write_explanations`) for dataset ``rows``."""
-    from .reports import write_explanations
-    from .training.data import Columns, open_image
-
-    columns = columns or Columns()
-    pictures, pixel_values = transform.pictures_and_pixels([open_image(image) for image in rows[columns.image]])
-    return write_explanations(model, pixel_values, pictures, output_dir, labels=list(rows[columns.label]),
-                              class_names=class_names, max_images=len(pictures), title=title)  # fmt: skip
-
-
-def _checked_transform(model, args):
-    """The image transform of a loaded adapter, after checking ``--image-size`` against the adapter's size."""
-    config = model.peft_config[model.active_adapter]
-    saved = getattr(config, "image_size", None)
-    if args.image_size is not None and saved is not None and args.image_size != saved:
-        raise ValueError(f"--image-size {args.image_size}: the adapter was built for {saved} px inputs; omit --image-size")
-    check_image_size(model.base_model.model, args.image_size, config.to_dict(), args.batch_size, training=False)
-    return image_transform(model.base_model.model, args.image_size or saved)
-
-
-def explain_indices(model, dataset, transform, columns, args) -> list[int]:
-    """``--num-images`` rows spread over the classes by ``--seed`` (:func:`peft_interp.reports.sample_indices`);
-    with ``--misclassified`` only images the model gets wrong (one prediction pass over the split first)."""
-    from .reports import sample_indices
-
-    labels = dataset[columns.label]
-    predictions = None
-    if args.misclassified:
-        from .training.data import ImageCollator
-        from .training.evaluation import predict
-
-        predictions, _ = predict(model, dataset, ImageCollator(transform, columns), args.batch_size)
-    indices = sample_indices(labels, args.num_images, args.seed, predictions, misclassified=args.misclassified)
-    if not indices:
-        raise SystemExit(f"explain --misclassified: the model gets every image of {args.split!r} right; nothing to show")
-    return indices
-
-
 def explain_command(args) -> Path:
     model, _ = load_trained(args.adapter, args.model)
-    transform = _checked_transform(model, args)
+    transform = checked_transform(model, args)
     dataset, names, columns = load_split(args, args.split, None, args.seed, transform.image_size)
     check_classes_match(json.loads((Path(args.adapter) / "adapter_config.json").read_text()), names, args.adapter)
     rows = dataset.select(explain_indices(model, dataset, transform, columns, args))
@@ -409,8 +185,6 @@ def explain_command(args) -> Path:
 
 def benchmark_command(args) -> dict:
     """Run a method over a suite with a paper's protocol; prints the table (also in OUTPUT_DIR/table.md, .json)."""
-    from .benchmark import BenchmarkConfig, run_benchmark
-
     default_datasets = {"cross_dataset": ["cross_dataset_targets"], "domain_generalization": ["imagenet_shifts"]}
     training = {"max_steps": args.max_steps, "epochs": args.epochs, "batch_size": args.batch_size,
                 "learning_rate": args.learning_rate, "save_steps": args.save_steps,
@@ -433,8 +207,6 @@ def benchmark_command(args) -> dict:
 
 
 def demo_command(args) -> None:
-    from .demo import run_demo
-
     run_demo(Path(args.output_dir), steps=args.steps, seed=args.seed)
 
 
@@ -490,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train an adapter on an image dataset")
     train.add_argument("--config", default=None, help="YAML/JSON file with any of these options")
-    train.add_argument("--method", choices=METHODS, required=False, help="the method to train")
+    train.add_argument("--method", choices=tuple(registered_methods()), required=False, help="the method to train")
     train.add_argument("--model", default=None,
                        help="base model: conceptworld-dinov2, conceptworld-clip (shipped), a folder or a Hub id")
     _data_options(train, "base_train")
@@ -537,11 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="upload the adapter (the best one with --eval-steps) with its explanation and model card")
     group.add_argument("--hub-private", action="store_true", help="create the Hub repository as private")
 
-    from .benchmark import PROTOCOLS
-
     bench = commands.add_parser("benchmark", help="a method over a suite of datasets with a paper's protocol, "
                                 "resumable; writes the paper-format table (Markdown and JSON)")  # fmt: skip
-    bench.add_argument("--method", choices=(*METHODS, "zero_shot"), required=True)
+    bench.add_argument("--method", choices=(*registered_methods(), "zero_shot"), required=True)
     bench.add_argument("--protocol", choices=PROTOCOLS, required=True)
     bench.add_argument("--datasets", nargs="+", default=None,
                        help="dataset names (caltech101, cub, ...), suites (coop11, imagenet_shifts) or conceptworld; "
@@ -683,6 +453,12 @@ def _interrupted_message(args) -> str:
             f"(or --resume {checkpoint})")  # fmt: skip
 
 
+def _default_model(method) -> str:
+    """The shipped backbone of ``method``'s family (an unknown ``method`` is refused right after, by validate_args)."""
+    spec = registered_methods().get(method) if isinstance(method, str) else None
+    return spec.default_backbone if spec is not None else "conceptworld-clip"
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
@@ -691,7 +467,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "train":
         if args.method is None:
             _subparser(parser, "train").error("--method is required (on the command line or in --config)")
-        args.model = args.model or ("conceptworld-dinov2" if args.method in ("ivpt", "vpt_deep") else "conceptworld-clip")
+        args.model = args.model or _default_model(args.method)
         args.output_dir = args.output_dir or f"runs/{args.method}"
         args.method_settings = getattr(args, "method_settings", None)
     validate_args(parser, args)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from .pipeline import explain_rows, image_transform, method_config
+
 VISUAL = {"VPT-deep": "vpt_deep", "IVPT": "ivpt"}
 TEXTUAL = {"CoOp": "coop", "IPL": "ipl"}
 SHOTS, TEST_IMAGES_PER_CLASS, BATCH_SIZE = 16, 10, 32
@@ -50,7 +52,6 @@ def _train(backbone, config, dataset, transform, output_dir: Path, steps: int, s
 
 
 def _visual_rows(output_dir: Path, steps: int, seed: int) -> tuple[list[dict], dict]:
-    from .cli import image_transform, method_config
     from .data import PART_NAMES
     from .hub import load_default
     from .training.data import ImageCollator
@@ -85,7 +86,6 @@ def _name_concepts(model, train, transform) -> None:
 
 
 def _text_rows(output_dir: Path, steps: int, seed: int) -> tuple[list[dict], dict]:
-    from .cli import image_transform, method_config
     from .hub import load_default
     from .training.data import ImageCollator
     from .training.evaluation import evaluate_base_to_novel
@@ -111,8 +111,6 @@ def _text_rows(output_dir: Path, steps: int, seed: int) -> tuple[list[dict], dic
 
 
 def _explain(label: str, context: dict, output_dir: Path, count: int = 6) -> Path:
-    from .cli import explain_rows
-
     from .reports import sample_indices
 
     model, _ = context["models"][label]

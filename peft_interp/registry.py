@@ -3,9 +3,10 @@
 PEFT dispatches on two enums stored in ``adapter_config.json``: ``peft_type`` picks the config and tuner classes,
 ``task_type`` picks the ``PeftModel`` subclass. ``import peft_interp`` extends both enums and fills PEFT's mappings,
 so that ``get_peft_model(model, IVPTConfig(...))`` and ``PeftModel.from_pretrained(base, path)`` work like for any
-built-in method. Every method of this package plugs in with one call::
+built-in method. Every method of this package plugs in with one call in its package's ``__init__.py``, which
+describes it to the rest of the library too (command line, model cards, recipes)::
 
-    register_method("ivpt", IVPTConfig, IVPTModel)
+    register_method(MethodSpec(IVPTConfig, IVPTModel, family="vision", title=..., summary=..., citation=...))
 
 Our ``peft_type`` values carry the hint ``"<NAME>: import peft_interp to load"``. Without ``import peft_interp``
 PEFT fails on the unknown value with ``KeyError: 'PEFT_INTERP_IVPT: import peft_interp to load'``: the only
@@ -21,8 +22,10 @@ from __future__ import annotations
 
 import enum
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -58,12 +61,98 @@ def peft_type_for(method: str) -> PeftType:
 INTERP_TASK_TYPE: TaskType = _extend_str_enum(TaskType, f"{NAMESPACE}_CLASSIFICATION", f"{NAMESPACE}_CLASSIFICATION")
 
 
-def register_method(method: str, config_cls: type, model_cls: type) -> None:
-    """Register ``config_cls`` / ``model_cls`` (a ``BaseTuner``) as the PEFT method ``method`` (idempotent)."""
-    peft_type = peft_type_for(method)
-    PEFT_TYPE_TO_CONFIG_MAPPING[peft_type] = config_cls
-    PEFT_TYPE_TO_TUNER_MAPPING[peft_type] = model_cls
-    PEFT_TYPE_TO_PREFIX_MAPPING[peft_type] = model_cls.prefix
+class Family(NamedTuple):
+    """What the methods adapting one kind of base model share."""
+
+    default_backbone: str  # the shipped backbone ``peft-interp train`` uses without --model
+    task: str  # the Hub task of their model cards' model-index entries
+
+
+FAMILIES = {
+    "vision": Family("conceptworld-dinov2", "image-classification"),  # visual prompts: DINOv2 / CLIP vision towers
+    "clip": Family("conceptworld-clip", "zero-shot-image-classification"),  # CLIP text (and image) prompts
+}
+
+
+def config_for_classes(config_cls: type, class_names: list[str], settings: dict):
+    """``config_cls`` for ``class_names`` (and ``num_classes`` when the config has that field), ``settings``
+    (field -> value) applied on top."""
+    base = {"class_names": class_names}
+    if "num_classes" in config_cls.__dataclass_fields__:
+        base["num_classes"] = len(class_names)
+    return config_cls(**{**base, **settings})
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method as the rest of peft-interp sees it; each method's package registers one with :func:`register_method`.
+
+    Args:
+        config_class: its ``PeftConfig``; ``config_class.method_name`` is the method's name (``--method``,
+            ``peft_type`` and ``explanation.json``).
+        model_class: its tuner (a ``BaseTuner``).
+        family: a key of :data:`FAMILIES`: ``"vision"`` (visual prompts in a vision transformer, own head) or
+            ``"clip"`` (CLIP prompts scoring class names); decides the default backbone, the card's task, the
+            recipe augmentation and the ``--image-size`` checks.
+        title, summary, citation: the model card's method title, one-paragraph summary and BibTeX entry.
+        config_from_classes: ``(config_class, class_names, settings) -> config``, how the command line and the
+            benchmark build the config for a dataset's classes (default :func:`config_for_classes`).
+    """
+
+    config_class: type
+    model_class: type
+    family: str
+    title: str
+    summary: str
+    citation: str
+    config_from_classes: Callable[[type, list[str], dict], Any] = config_for_classes
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"MethodSpec.family: expected one of {list(FAMILIES)}, got {self.family!r}")
+        if not getattr(self.config_class, "method_name", ""):
+            raise ValueError(f"MethodSpec.config_class: {self.config_class.__name__} has no method_name")
+
+    @property
+    def name(self) -> str:
+        return self.config_class.method_name
+
+    @property
+    def default_backbone(self) -> str:
+        return FAMILIES[self.family].default_backbone
+
+    @property
+    def task(self) -> str:
+        return FAMILIES[self.family].task
+
+    def make_config(self, class_names: list[str], settings: dict):
+        """The method's config for ``class_names`` with ``settings`` (field -> value) applied."""
+        return self.config_from_classes(self.config_class, class_names, settings)
+
+
+_METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(spec: MethodSpec) -> None:
+    """Register ``spec``'s config and tuner as a PEFT method, and ``spec`` for the rest of peft-interp
+    (idempotent; :func:`registered_methods` lists methods in registration order)."""
+    peft_type = peft_type_for(spec.name)
+    PEFT_TYPE_TO_CONFIG_MAPPING[peft_type] = spec.config_class
+    PEFT_TYPE_TO_TUNER_MAPPING[peft_type] = spec.model_class
+    PEFT_TYPE_TO_PREFIX_MAPPING[peft_type] = spec.model_class.prefix
+    _METHODS[spec.name] = spec
+
+
+def registered_methods(family: str | None = None) -> dict[str, MethodSpec]:
+    """Name -> :class:`MethodSpec` of every registered method (of ``family`` when given), in registration order."""
+    return {name: spec for name, spec in _METHODS.items() if family in (None, spec.family)}
+
+
+def method_spec(method: str) -> MethodSpec:
+    """The :class:`MethodSpec` of the registered method ``method``."""
+    if method not in _METHODS:
+        raise ValueError(f"method {method!r} is not a peft-interp method ({', '.join(_METHODS)})")
+    return _METHODS[method]
 
 
 class PeftModelForInterpretability(PeftModel):

@@ -26,98 +26,11 @@ import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, hf_hub_download
 
 from .hub import shipped_backbone
+from .registry import method_spec
 
 EXPLANATION_FILE = "explanation.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 CARD_TEMPLATE = Path(__file__).resolve().parent / "model_cards" / "adapter.md"  # the repository's model_cards/
-
-# Per method: title, one-paragraph summary, citation, task of the model-index entries.
-METHODS: dict[str, dict[str, str]] = {
-    "ivpt": {
-        "title": "IVPT (Interpretable Visual Prompt Tuning)",
-        "summary": "Prompts in the last blocks of the vision transformer are built from learnt concept prototypes; "
-        "each prediction is the mean of per-concept class scores, and the concept maps show where each concept is.",
-        "citation": "@inproceedings{wang2026ivpt,\n  title={Exploring Interpretability for Visual Prompt Tuning with "
-        "Cross-layer Concepts},\n  author={Wang, Yubin and others},\n  booktitle={ICLR},\n  year={2026}\n}",
-        "task": "image-classification",
-    },
-    "vpt_deep": {
-        "title": "VPT-deep (Visual Prompt Tuning)",
-        "summary": "Learnt prompt tokens in every block of the vision transformer and a linear head on the CLS token.",
-        "citation": "@inproceedings{jia2022vpt,\n  title={Visual Prompt Tuning},\n  author={Jia, Menglin and "
-        "Tang, Luming and Chen, Bor-Chun and Cardie, Claire and Belongie, Serge and Hariharan, Bharath and Lim, "
-        "Ser-Nam},\n  booktitle={ECCV},\n  year={2022}\n}",
-        "task": "image-classification",
-    },
-    "coop": {
-        "title": "CoOp (Context Optimization)",
-        "summary": "Learnt context vectors replace the words in front of CLIP's class names; CLIP stays frozen.",
-        "citation": "@article{zhou2022coop,\n  title={Learning to Prompt for Vision-Language Models},\n  author={Zhou, "
-        "Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},\n  journal={IJCV},\n  year={2022}\n}",
-        "task": "zero-shot-image-classification",
-    },
-    "cocoop": {
-        "title": "CoCoOp (Conditional Context Optimization)",
-        "summary": "A CoOp context shifted per image by a small meta-net of the image feature; CLIP stays frozen.",
-        "citation": "@inproceedings{zhou2022cocoop,\n  title={Conditional Prompt Learning for Vision-Language Models},"
-        "\n  author={Zhou, Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},\n  booktitle={CVPR},\n  "
-        "year={2022}\n}",
-        "task": "zero-shot-image-classification",
-    },
-    "kgcoop": {
-        "title": "KgCoOp (Knowledge-guided Context Optimization)",
-        "summary": "A CoOp context trained to stay close to the hand-crafted prompts' class features; CLIP stays frozen.",
-        "citation": "@inproceedings{yao2023kgcoop,\n  title={Visual-Language Prompt Tuning with Knowledge-guided Context "
-        "Optimization},\n  author={Yao, Hantao and Zhang, Rui and Xu, Changsheng},\n  booktitle={CVPR},\n  "
-        "year={2023}\n}",
-        "task": "zero-shot-image-classification",
-    },
-    "maple": {
-        "title": "MaPLe (Multi-modal Prompt Learning)",
-        "summary": "Deep prompts in CLIP's text and image towers, the image prompts a learnt linear function of the "
-        "text prompts of the same depth; CLIP stays frozen.",
-        "citation": "@inproceedings{khattak2023maple,\n  title={MaPLe: Multi-modal Prompt Learning},\n  author="
-        "{Khattak, Muhammad Uzair and Rasheed, Hanoona and Maaz, Muhammad and Khan, Salman and Khan, Fahad "
-        "Shahbaz},\n  booktitle={CVPR},\n  year={2023}\n}",
-        "task": "zero-shot-image-classification",
-    },
-    "promptsrc": {
-        "title": "PromptSRC (Self-regulating Prompts)",
-        "summary": "Deep prompts in both CLIP towers kept close to the frozen model's features and logits, and "
-        "averaged over epochs with Gaussian weights; CLIP stays frozen.",
-        "citation": "@inproceedings{khattak2023promptsrc,\n  title={Self-regulating Prompts: Foundational Model "
-        "Adaptation without Forgetting},\n  author={Khattak, Muhammad Uzair and Wasim, Syed Talal and Naseer, "
-        "Muzammal and Khan, Salman and Yang, Ming-Hsuan and Khan, Fahad Shahbaz},\n  booktitle={ICCV},\n  "
-        "year={2023}\n}",
-        "task": "zero-shot-image-classification",
-    },
-    "dualview_mi": {
-        "title": "DualViewMI (dual-view mutual-information prompt tuning)",
-        "summary": "A learnt CLIP context (the soft view) tied to hand-crafted prompts (the general view) by "
-        "maximising their mutual information, with a class-wise visual augmentation.",
-        "citation": "@article{zhang2024generalizable,\n  title={Generalizable Prompt Tuning for Vision-Language "
-        "Models},\n  author={Zhang, Qian},\n  journal={arXiv:2410.03189},\n  year={2024}\n}",
-        "task": "zero-shot-image-classification",
-    },
-    "intcoop": {
-        "title": "IntCoOp (interpretability-aware CLIP prompts)",
-        "summary": "CLIP context vectors conditioned on each image by attention, with an attribute word predicted "
-        "per image and placed before the class name.",
-        "citation": "@inproceedings{ghosal2024intcoop,\n  title={IntCoOp: Interpretability-Aware Vision-Language "
-        "Prompt Tuning},\n  author={Ghosal, Soumya Suvra and Basu, Samyadeep and Feizi, Soheil and Manocha, "
-        "Dinesh},\n  booktitle={EMNLP},\n  year={2024}\n}",
-        "task": "zero-shot-image-classification",
-    },
-    "ipl": {
-        "title": "IPL (Interpretable Prompt Learning)",
-        "summary": "A CoOp-style CLIP context made readable: human-readable, diverse vocabulary words are selected for it "
-        "and the context is pulled toward them, so the learnt prompt can be read.",
-        "citation": "@article{wang2026ipl,\n  title={Joint Semantic Token Selection and Prompt Optimization for "
-        "Interpretable Prompt Learning},\n  author={Wang and Zhao and Gong and Yin and Sun},\n  "
-        "journal={arXiv:2605.04425},\n  year={2026}\n}",
-        "task": "zero-shot-image-classification",
-    },
-}
 
 
 # --------------------------------------------------------------------------------------------------- writing
@@ -191,9 +104,10 @@ def render_model_card(
     config, explanation: dict, repo_id: str, dataset: str | None, license: str, training_notes: str = ""
 ) -> ModelCard:
     """The model card of an adapter: Hub metadata (PEFT's ``library_name`` and ``base_model``, tags, datasets,
-    metrics as model-index entries, license) and the ``model_cards/adapter.md`` template filled in."""
+    metrics as model-index entries, license) and the ``model_cards/adapter.md`` template filled in; the method's
+    title, summary, citation and task come from its :class:`~peft_interp.registry.MethodSpec`."""
     method = explanation["method"]
-    info = METHODS[method]
+    spec = method_spec(method)
     base_path = config.base_model_name_or_path
     # Only a valid Hub id goes into the metadata and the link; a local folder, a backbone shipped with peft-interp
     # ("peft-interp/conceptworld-clip", not on the Hub) or anything else is named in the text.
@@ -202,7 +116,7 @@ def render_model_card(
     metrics = explanation.get("metrics", {})
     eval_results = [
         EvalResult(
-            task_type=info["task"],
+            task_type=spec.task,
             dataset_type=dataset or "custom",
             dataset_name=dataset or "custom",
             metric_type=name,
@@ -214,11 +128,11 @@ def render_model_card(
         library_name="peft",
         base_model=base_model,
         license=license,
-        tags=["peft", "peft-interp", method, "interpretability", info["task"]]
+        tags=["peft", "peft-interp", method, "interpretability", spec.task]
         + ([f"base_model:adapter:{base_model}"] if base_model else []),
         datasets=[dataset] if dataset else None,
         metrics=sorted(metrics) or None,
-        pipeline_tag=info["task"],
+        pipeline_tag=spec.task,
         model_name=repo_id,
         eval_results=eval_results or None,
     )
@@ -226,8 +140,8 @@ def render_model_card(
         card_data,
         template_path=str(CARD_TEMPLATE),
         title=markdown_text(repo_id),
-        method_title=info["title"],
-        method_summary=info["summary"],
+        method_title=spec.title,
+        method_summary=spec.summary,
         base_model=markdown_text(base_model or base_path or "a custom base model"),
         base_model_link=f"https://huggingface.co/{quote(base_model, safe='/')}" if base_model else "#usage",
         repo_id_literal=python_literal(repo_id),
@@ -235,7 +149,7 @@ def render_model_card(
         usage=usage_snippet(config, repo_id),
         metrics_markdown="\n".join(f"- **{markdown_text(k)}**: {v:.4g}" for k, v in metrics.items()) or "No metrics recorded.",
         training_markdown=training_notes or "See `adapter_config.json` for every hyper-parameter.",
-        citation=info["citation"],
+        citation=spec.citation,
     )
 
 
@@ -284,10 +198,8 @@ def _explanation_markdown(explanation: dict) -> str:
 
 def usage_snippet(config, repo_id: str) -> str:
     """Python that loads the adapter on its base model and runs it."""
-    from .tuners.clip_prompt.config import ClipPromptConfig
-
     base = config.base_model_name_or_path or "<base model>"
-    model_class = "CLIPModel" if isinstance(config, ClipPromptConfig) else "AutoModel"
+    model_class = "CLIPModel" if method_spec(config.method_name).family == "clip" else "AutoModel"
     if shipped_backbone(base) is not None:  # shipped with the package, loaded offline
         imports, loading = "from peft_interp.hub import load_base_model", f"base = load_base_model({python_literal(base)})"
     else:

@@ -74,12 +74,13 @@ def test_coop_transform_without_randomness_is_resize_and_flip():
 
 
 def test_recipe_transform_per_method():
-    from peft_interp.cli import METHODS
+    from peft_interp.registry import registered_methods
 
-    for method in METHODS:  # every method of the CLI has one
-        expected = IVPTTrainTransform if method in ("ivpt", "vpt_deep") else CoOpTrainTransform
+    for method, spec in registered_methods().items():  # every registered method has one
+        expected = IVPTTrainTransform if spec.family == "vision" else CoOpTrainTransform
         assert isinstance(recipe_train_transform(method, 32), expected)
     assert isinstance(recipe_train_transform("ivpt", 32), IVPTTrainTransform)
+    assert isinstance(recipe_train_transform("coop", 32), CoOpTrainTransform)
     with pytest.raises(ValueError, match="no training augmentation is defined for method 'linear'"):
         recipe_train_transform("linear", 32)
 

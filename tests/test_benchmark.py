@@ -125,7 +125,7 @@ def test_cross_dataset_scores_the_imagenet_prompt_on_each_target(setup, tmp_path
     results = units(tmp_path, "domain_generalization")
     assert sorted(results) == ["imagenet/seed1.json", "imagenet_a/seed1.json", "imagenetv2/seed1.json"]
     # independent check: the trained adapter, pointed at ImageNet-A's 3 classes, scores the recorded accuracy
-    from peft_interp.cli import load_backbone
+    from peft_interp.pipeline import load_backbone
     from peft_interp.datasets import load_benchmark_dataset
     from peft_interp.training.data import (
         CLIP_MEAN,

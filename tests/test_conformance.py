@@ -1,4 +1,5 @@
-"""Every method behaves like a PEFT method: one row per method in ``METHODS``, the same checks for all.
+"""Every method behaves like a PEFT method: one row per method in ``METHODS`` (tests/method_rows.py, shared with
+tests/test_loading_routes.py), the same checks for all.
 
 A new method adds one row (its base model, a small config, a base model it must refuse). The checks: save / load
 round trip bit for bit, ``disable_adapter`` is the base model, ``add_adapter`` / ``set_adapter`` /
@@ -11,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
-from typing import NamedTuple
 
 import pytest
 import torch
@@ -20,64 +19,27 @@ import torch.nn.functional as F
 from huggingface_hub import ModelCard
 from peft import PeftConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
-from transformers import CLIPConfig, CLIPModel, Trainer
+from transformers import Trainer
 from transformers import TrainingArguments as HFTrainingArguments
 
-from peft_interp import (
-    AutoPeftModelForInterpretability,
-    CoCoOpConfig,
-    CoOpConfig,
-    DualViewMIConfig,
-    IntCoOpConfig,
-    IPLConfig,
-    IVPTConfig,
-    KgCoOpConfig,
-    MaPLeConfig,
-    PromptSRCConfig,
-    VPTDeepConfig,
-)
+from peft_interp import AutoPeftModelForInterpretability, VPTDeepConfig
 from peft_interp.data import load_clip_tokenizer
+from peft_interp.pipeline import load_trained
+from peft_interp.registry import registered_methods
 from peft_interp.sharing import save_for_hub
 from peft_interp.training import compute_metrics, logits_only
 from peft_interp.tuners.explanation import Explanation, PromptExplanation
 from peft_interp.tuners.layers import InterpLayer
 
-from .tiny_models import IMAGE_SIZE, VIT, make_backbone, make_clip
-
-NAMES = ["cat", "dog", "red bird"]
-
-
-def make_deeper_clip(seed: int = 0) -> CLIPModel:
-    """``make_clip`` with one more text layer: a text prompt's weights would fit it, the base-model check must not."""
-    torch.manual_seed(seed)
-    text = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, vocab_size=49408)
-    return CLIPModel(CLIPConfig(vision_config=VIT, text_config=text, projection_dim=16)).eval()
+from .method_rows import METHODS, NAMES, Method
+from .tiny_models import IMAGE_SIZE
 
 
-class Method(NamedTuple):
-    name: str
-    make_base: Callable[[], torch.nn.Module]
-    make_config: Callable[[], PeftConfig]
-    make_other_base: Callable[[], torch.nn.Module]  # a different base model the adapter must refuse
-    is_clip: bool
-
-
-METHODS = [
-    Method("ivpt", lambda: make_backbone("dinov2"), lambda: IVPTConfig(num_classes=3, class_names=NAMES),
-           lambda: make_backbone("dinov2_registers"), False),
-    Method("vpt_deep", lambda: make_backbone("dinov2"), lambda: VPTDeepConfig(num_classes=3, num_prompt_tokens=2),
-           lambda: make_backbone("clip_vision"), False),
-    Method("coop", make_clip, lambda: CoOpConfig(class_names=NAMES), make_deeper_clip, True),
-    Method("ipl", make_clip, lambda: IPLConfig(class_names=NAMES), make_deeper_clip, True),
-    Method("intcoop", make_clip, lambda: IntCoOpConfig(class_names=NAMES, visual_prompt_depth=1), make_deeper_clip,
-           True),
-    Method("dualview_mi", make_clip, lambda: DualViewMIConfig(class_names=NAMES), make_deeper_clip, True),
-    Method("cocoop", make_clip, lambda: CoCoOpConfig(class_names=NAMES), make_deeper_clip, True),
-    Method("kgcoop", make_clip, lambda: KgCoOpConfig(class_names=NAMES), make_deeper_clip, True),
-    Method("maple", make_clip, lambda: MaPLeConfig(class_names=NAMES, prompt_depth=2), make_deeper_clip, True),
-    Method("promptsrc", make_clip, lambda: PromptSRCConfig(class_names=NAMES, text_prompt_depth=2,
-                                                          vision_prompt_depth=2), make_deeper_clip, True),
-]  # fmt: skip
+def test_every_registered_method_has_one_row():
+    """A method registered with ``register_method`` is checked here only through its row in tests/method_rows.py."""
+    names = [method.name for method in METHODS]
+    assert len(names) == len(set(names)), "a method has two rows"
+    assert sorted(names) == sorted(registered_methods()), "add the method's row to tests/method_rows.py"
 
 
 @pytest.fixture(params=METHODS, ids=[method.name for method in METHODS])
@@ -320,7 +282,6 @@ def eval_loss(model, rows: ImageRows, batch_size: int) -> float:
 
 # ------------------------------------------------------------------------------------------ portable names
 def test_adapters_on_shipped_backbones_name_them_portably(tmp_path):
-    from peft_interp.cli import load_trained
     from peft_interp.hub import CHECKPOINTS_DIR, load_default
     from peft_interp.sharing import usage_snippet
 

@@ -108,7 +108,7 @@ def test_config_file_gives_defaults_that_flags_override(tmp_path, capsys):
 
 def test_set_values_are_parsed_and_unknown_fields_refused():
     assert parse_settings(["a=1", "b=[1, 2]", "c=a photo of a {}."]) == {"a": 1, "b": [1, 2], "c": "a photo of a {}."}
-    from peft_interp.cli import method_config
+    from peft_interp.pipeline import method_config
 
     with pytest.raises(SystemExit, match="has no field"):
         method_config("coop", ["cat"], {"num_context_token": 4})

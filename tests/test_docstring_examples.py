@@ -1,22 +1,14 @@
-"""The runnable examples in the tuners' docstrings run and print what they say."""
+"""The runnable examples in the tuners' docstrings run and print what they say: every registered method's model
+module has one."""
 
 import doctest
 import importlib
 
 import pytest
 
-MODULES = [
-    "peft_interp.tuners.ivpt.model",
-    "peft_interp.tuners.vpt.model",
-    "peft_interp.tuners.coop.model",
-    "peft_interp.tuners.cocoop.model",
-    "peft_interp.tuners.kgcoop.model",
-    "peft_interp.tuners.maple.model",
-    "peft_interp.tuners.promptsrc.model",
-    "peft_interp.tuners.ipl.model",
-    "peft_interp.tuners.dualview_mi.model",
-    "peft_interp.training.trainer",
-]
+from peft_interp.registry import registered_methods
+
+MODULES = [*(spec.model_class.__module__ for spec in registered_methods().values()), "peft_interp.training.trainer"]
 
 
 @pytest.mark.parametrize("module_name", MODULES)

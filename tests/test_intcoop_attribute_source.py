@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from datasets import Dataset
 from PIL import Image
 
-from peft_interp.cli import label_attributes, main, method_config
+from peft_interp.cli import main
+from peft_interp.pipeline import label_attributes, method_config
 from peft_interp.data import load_clip_tokenizer
 from peft_interp.training.data import Columns, ImageTransform
 

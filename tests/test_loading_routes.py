@@ -1,5 +1,6 @@
 """Every method on every loading route refuses a base model other than the one its adapter was made for, before
-any weight is read, with a message naming the difference; on the right base every route gives the saved model."""
+any weight is read, with a message naming the difference; on the right base every route gives the saved model.
+One row per method: tests/method_rows.py, shared with tests/test_conformance.py."""
 
 from __future__ import annotations
 
@@ -9,53 +10,10 @@ import pytest
 import torch
 from peft import PeftConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
-from transformers import CLIPConfig, CLIPModel
 
-from peft_interp import (
-    CoCoOpConfig,
-    CoOpConfig,
-    DualViewMIConfig,
-    IntCoOpConfig,
-    IPLConfig,
-    IVPTConfig,
-    KgCoOpConfig,
-    MaPLeConfig,
-    PromptSRCConfig,
-    VPTDeepConfig,
-)
 from peft_interp.sharing import load_adapter
 
-from .tiny_models import VIT, make_backbone, make_clip
-
-CLASSES = ["cat", "dog", "owl"]
-
-
-def deeper_clip():
-    """Like ``make_clip`` (same widths and vocabulary) but with 3 text blocks instead of 2."""
-    torch.manual_seed(0)
-    text = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, vocab_size=49408)
-    return CLIPModel(CLIPConfig(vision_config=VIT, text_config=text, projection_dim=16)).eval()
-
-
-# method -> (config factory, base it is made on, another base, the signature key that differs)
-METHODS = {
-    "coop": (lambda: CoOpConfig(class_names=CLASSES), make_clip, deeper_clip, "text_config.num_hidden_layers"),
-    "ipl": (lambda: IPLConfig(class_names=CLASSES), make_clip, deeper_clip, "text_config.num_hidden_layers"),
-    "intcoop": (lambda: IntCoOpConfig(class_names=CLASSES, visual_prompt_depth=1), make_clip, deeper_clip,
-                "text_config.num_hidden_layers"),
-    "dualview_mi": (lambda: DualViewMIConfig(class_names=CLASSES), make_clip, deeper_clip,
-                    "text_config.num_hidden_layers"),
-    "cocoop": (lambda: CoCoOpConfig(class_names=CLASSES), make_clip, deeper_clip, "text_config.num_hidden_layers"),
-    "kgcoop": (lambda: KgCoOpConfig(class_names=CLASSES), make_clip, deeper_clip, "text_config.num_hidden_layers"),
-    "maple": (lambda: MaPLeConfig(class_names=CLASSES, prompt_depth=2), make_clip, deeper_clip,
-              "text_config.num_hidden_layers"),
-    "promptsrc": (lambda: PromptSRCConfig(class_names=CLASSES, text_prompt_depth=2, vision_prompt_depth=2), make_clip,
-                  deeper_clip, "text_config.num_hidden_layers"),
-    "ivpt": (lambda: IVPTConfig(num_classes=3), lambda: make_backbone("dinov2"),
-             lambda: make_backbone("dinov2_registers"), "model_type"),
-    "vpt_deep": (lambda: VPTDeepConfig(num_classes=3), lambda: make_backbone("dinov2"),
-                 lambda: make_backbone("dinov2_registers"), "model_type"),
-}  # fmt: skip
+from .method_rows import METHODS_BY_NAME as METHODS
 
 ROUTES = ["PeftModel.from_pretrained", "sharing.load_adapter", "PeftModel.load_adapter", "get_peft_model"]
 
@@ -78,9 +36,9 @@ def load(route: str, base, folder):
 def saved(tmp_path_factory):
     """Per method: the folder of a saved adapter with perturbed weights."""
     folders = {}
-    for method, (config, base, _, _) in METHODS.items():
+    for method, row in METHODS.items():
         torch.manual_seed(0)
-        model = get_peft_model(base(), config())
+        model = get_peft_model(row.make_base(), row.make_config())
         with torch.no_grad():
             for param in model.parameters():
                 if param.requires_grad:
@@ -93,7 +51,7 @@ def saved(tmp_path_factory):
 @pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("method", list(METHODS))
 def test_another_base_model_is_refused_naming_the_difference(saved, method, route):
-    _, _, other, key = METHODS[method]
+    other, key = METHODS[method].make_other_base, METHODS[method].differing_key
     with mock.patch("peft.peft_model.set_peft_model_state_dict") as load_weights:
         with pytest.raises(ValueError, match=rf"different base model \({key}: adapter \d+|different base model "
                                              rf"\({key}: adapter '"):  # fmt: skip
@@ -103,14 +61,14 @@ def test_another_base_model_is_refused_naming_the_difference(saved, method, rout
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_the_right_base_model_loads_on_every_route(saved, method, images):
-    _, base, _, _ = METHODS[method]
+    base = METHODS[method].make_base
     results = []
     for route in ROUTES[:3]:  # get_peft_model builds a fresh adapter: nothing to compare
         model = load(route, base(), saved[method]).eval()
         with torch.no_grad():
             results.append(model(pixel_values=images).logits)
     assert all(torch.equal(logits, results[0]) for logits in results[1:])
-    fresh = get_peft_model(base(), METHODS[method][0]()).eval()
+    fresh = get_peft_model(base(), METHODS[method].make_config()).eval()
     with torch.no_grad():
         assert not torch.allclose(fresh(pixel_values=images).logits, results[0])  # the saved weights were loaded
 
@@ -121,7 +79,7 @@ def test_saved_keys_carry_no_adapter_name_and_other_names_round_trip(saved, meth
     IntCoOp's attention), so an adapter saved under one name loads under any other with every weight."""
     keys = load_file(saved[method] / "adapter_model.safetensors").keys()
     assert not [key for key in keys if ".default" in key]
-    config, base, _, _ = METHODS[method]
+    config, base = METHODS[method].make_config, METHODS[method].make_base
     reference = PeftModel.from_pretrained(base(), saved[method]).eval()
     renamed = get_peft_model(base(), config(), adapter_name="birds")
     renamed.load_adapter(saved[method], adapter_name="birds")  # overwrite the fresh weights of "birds"

@@ -1,12 +1,14 @@
 """Training-time data augmentation of each method's recipe, with torch ops (no torchvision).
 
-* CoOp family (CoOp, CoCoOp, KgCoOp, MaPLe, PromptSRC, IPL, IntCoOp, DualViewMI): random resized crop (scale ``(0.08, 1)``, aspect ``(3/4, 4/3)``,
+* the CLIP methods (family ``"clip"`` of :class:`~peft_interp.registry.MethodSpec`: CoOp, CoCoOp, KgCoOp, MaPLe,
+  PromptSRC, IPL, IntCoOp, DualViewMI): random resized crop (scale ``(0.08, 1)``, aspect ``(3/4, 4/3)``,
   bicubic) and a horizontal flip with probability 0.5, the ``random_resized_crop`` + ``random_flip`` transforms of
   the CoOp code base's configs (Dassl's defaults);
-* IVPT and VPT-deep: the official IVPT code's ``cub_original`` training transform (``make_train_transforms``):
-  shorter side resized to ``S`` (bilinear), horizontal flip with probability 0.5, random affine (rotation up to
-  +-90 degrees, translation up to 20 % of each side, scale 0.8-1.2; nearest neighbour, black fill), random
-  ``S x S`` crop. (Its ``ColorJitter()`` has no arguments, so it changes nothing and is left out.)
+* the visual methods (family ``"vision"``: IVPT, VPT-deep): the official IVPT code's ``cub_original`` training
+  transform (``make_train_transforms``): shorter side resized to ``S`` (bilinear), horizontal flip with probability
+  0.5, random affine (rotation up to +-90 degrees, translation up to 20 % of each side, scale 0.8-1.2; nearest
+  neighbour, black fill), random ``S x S`` crop. (Its ``ColorJitter()`` has no arguments, so it changes nothing
+  and is left out.)
 
 Random numbers come from torch's global generator, which the trainer seeds and saves in its checkpoints, so a
 resumed run draws the same augmentations as an uninterrupted one. Evaluation never augments.
@@ -22,10 +24,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..registry import registered_methods
 from .data import IMAGENET_MEAN, IMAGENET_STD
-
-COOP_FAMILY = ("coop", "cocoop", "kgcoop", "maple", "promptsrc", "ipl", "intcoop", "dualview_mi")
-VISUAL_FAMILY = ("ivpt", "vpt_deep")
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -141,9 +141,9 @@ class IVPTTrainTransform:
 
 
 def recipe_train_transform(method: str, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """The training transform of ``method``'s recipe."""
-    if method in COOP_FAMILY:
-        return CoOpTrainTransform(image_size, tuple(mean), tuple(std))
-    if method in VISUAL_FAMILY:
-        return IVPTTrainTransform(image_size, tuple(mean), tuple(std))
-    raise ValueError(f"no training augmentation is defined for method {method!r}; known: {COOP_FAMILY + VISUAL_FAMILY}")
+    """The training transform of ``method``'s recipe: CoOp's for the CLIP methods, IVPT's for the visual ones."""
+    methods = registered_methods()
+    if method not in methods:
+        raise ValueError(f"no training augmentation is defined for method {method!r}; known: {tuple(methods)}")
+    transform = CoOpTrainTransform if methods[method].family == "clip" else IVPTTrainTransform
+    return transform(image_size, tuple(mean), tuple(std))

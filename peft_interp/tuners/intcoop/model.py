@@ -89,6 +89,7 @@ class IntCoOpModel(ClipPromptTuner):
         >>> explanation = model.explain(torch.randn(2, 3, 32, 32))
         >>> len(explanation.attribute_words[0]), explanation.attention.shape  # 5 words; 4 context x 17 tokens
         (5, torch.Size([2, 4, 17]))
+
         ```
     """
 

@@ -1,8 +1,20 @@
-from ...registry import register_method
+from ...registry import MethodSpec, register_method
 from .config import IPLConfig
 from .model import HybridPromptDecoding, IPLModel, register_context_learner
 
-register_method(IPLConfig.method_name, IPLConfig, IPLModel)
+register_method(
+    MethodSpec(
+        IPLConfig,
+        IPLModel,
+        family="clip",
+        title="IPL (Interpretable Prompt Learning)",
+        summary="A CoOp-style CLIP context made readable: human-readable, diverse vocabulary words are selected for it "
+        "and the context is pulled toward them, so the learnt prompt can be read.",
+        citation="@article{wang2026ipl,\n  title={Joint Semantic Token Selection and Prompt Optimization for "
+        "Interpretable Prompt Learning},\n  author={Wang and Zhao and Gong and Yin and Sun},\n  "
+        "journal={arXiv:2605.04425},\n  year={2026}\n}",
+    )
+)
 
 
 def _register_learners() -> None:
