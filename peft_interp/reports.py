@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .tuners.base import InterpTuner
-from .tuners.explanation import Explanation, PromptPosition
+from .tuners.explanation import WEAK_SIMILARITY, Explanation, PromptPosition
 from .visualization import RIGHT_COLOR, concept_color, explanation_figure, save_figure
 
 TOP_K = 5  # class probabilities shown per image when there are no concept contributions
@@ -255,6 +255,7 @@ ul.summary li.prompt { font-family: system-ui, sans-serif; white-space: normal; 
 .position .similarity, .position .note { font-size: 0.75em; color: #555; font-style: normal; font-weight: normal; }
 .position.word { border: 2px solid #2E7D32; background: #E8F5E9; font-weight: bold; }
 .position.learnt { border: 1px dashed #888; font-style: italic; color: #444; }
+.position.learnt.weak .text { color: #9E9E9E; }
 .position.slot { border: 1px solid #ddd; background: #F5F5F5; color: #666; }
 .prompt-legend { font-size: 0.85em; color: #555; margin-top: 0.3em; }
 """
@@ -266,8 +267,9 @@ def _escaped_lines(text: str) -> str:
 
 def _position_html(position: PromptPosition) -> str:
     similarity = "" if position.similarity is None else f"{position.similarity:.2f}"
+    weak = position.kind == "learnt" and position.similarity is not None and position.similarity < WEAK_SIMILARITY
     return (
-        f'<span class="position {html.escape(position.kind, quote=True)}">'
+        f'<span class="position {html.escape(position.kind, quote=True)}{" weak" if weak else ""}">'
         f'<span class="text">{html.escape(position.text)}</span>'
         f'<span class="similarity">{similarity or "&nbsp;"}</span>'
         f'<span class="note">{html.escape(position.note)}</span></span>'
@@ -281,7 +283,7 @@ def _prompt_html(positions: Sequence[PromptPosition]) -> str:
         f'<div class="positions">{"".join(_position_html(position) for position in positions)}</div>'
         '<div class="prompt-legend">bold, solid frame: a real word (its frozen token embedding; similarity 1.00). '
         "Italic, dashed frame: a learnt vector, shown as its nearest readable word; the number under it is their "
-        "cosine similarity.</div></li>"
+        f"cosine similarity (grey word: below {WEAK_SIMILARITY}, the word says little about the vector).</div></li>"
     )
 
 

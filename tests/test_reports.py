@@ -308,10 +308,13 @@ def test_hybrid_ipl_page_draws_the_prompt_as_the_model_reads_it(tmp_path, images
 
 
 def test_hybrid_positions_escape_their_text_and_the_card_and_json_say_what_the_page_shows(tmp_path):
-    positions = [PromptPosition("<b>x</b>", "learnt", 0.5, "a & b"), PromptPosition("w", "word", 1.0)]
+    positions = [PromptPosition("<b>x</b>", "learnt", 0.5, "a & b"), PromptPosition("y", "learnt", 0.49),
+                 PromptPosition("w", "word", 1.0)]  # fmt: skip
     page = write_index(tmp_path, "t", [], ["method: ipl", positions]).read_text()
     assert "<b>x" not in page and "&lt;b&gt;x&lt;/b&gt;" in page and "a &amp; b" in page
-    assert drawn_positions(page) == [("learnt", "<b>x</b>", "0.50", "a & b"), ("word", "w", "1.00", "")]
+    assert drawn_positions(page) == [  # below 0.5 a learnt vector's word is greyed out
+        ("learnt", "<b>x</b>", "0.50", "a & b"), ("learnt weak", "y", "0.49", ""), ("word", "w", "1.00", "")
+    ]
     with pytest.raises(ValueError, match="`kind` must be one of"):
         PromptPosition("x", "vector")
 

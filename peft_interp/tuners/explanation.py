@@ -32,8 +32,10 @@ WORD_SIMILARITY_MEANING = (
 # The same for a prompt read position by position (selected words and learnt vectors).
 POSITION_SIMILARITY_MEANING = (
     "similarity = cosine between the learnt vector and the nearest word's token embedding (1.00 = exactly that "
-    "word); a selected word is that word's frozen token embedding, so always 1.00."
+    "word; below about 0.5 the word says little about the vector); a selected word is that word's frozen token "
+    "embedding, so always 1.00."
 )
+WEAK_SIMILARITY = 0.5  # below it, a learnt vector's nearest word is one of many unrelated ones
 POSITION_KINDS = ("word", "learnt", "slot")
 
 
