@@ -67,7 +67,10 @@ def decoded_prompt_faithfulness(
     """Accuracy of the decoded (readable) prompt relative to the learnt continuous one, on ``(pixel_values, labels)``.
 
     The decoded prompt is the tuner's own readable prompt when it has one (IPL's ``explain_prompt``), else the
-    nearest readable words of the context (CoOp, IntCoOp).
+    nearest readable words of the context (CoOp, IntCoOp). IPL's hybrid prompt (``[SOS] A_1 w_1 .. A_K w_K P
+    <class>. [EOS]``) keeps its selected words ``w_k`` (fixed tokens of the prompts, read by both runs) and replaces
+    only the ``M`` learnt vectors by their nearest readable words; the decoded prompt reads
+    ``"[a] [b] w_1 [c] [d] w_2 [e] [f] {}."`` (``[x]``: the word replacing a learnt vector).
 
     CoOp layout (``[SOS] v_1 .. v_M <class>. [EOS]``, the ``M`` soft positions are the context): the class prompts
     are encoded once with the context, once with the words' embeddings, against the frozen image features.
@@ -114,7 +117,12 @@ def decoded_prompt_faithfulness(
             continuous, decoded = accuracy(saved), accuracy(words)
         finally:
             context.copy_(saved)
-        prompt = decoding.prompt if isinstance(tuner, CoCoOpModel) else " ".join(decoding.tokens) + " [attribute] {}."
+        if getattr(decoding, "decoded_prompt", ""):  # IPL's hybrid prompt: the words in their slots
+            prompt = decoding.decoded_prompt
+        elif isinstance(tuner, CoCoOpModel):
+            prompt = decoding.prompt
+        else:
+            prompt = " ".join(decoding.tokens) + " [attribute] {}."
         return PromptFaithfulness(continuous, decoded, decoded / continuous if continuous else float("nan"), prompt)
 
     num_soft = int(tuner.prompts(adapter_name).soft_mask[0].sum())
@@ -133,4 +141,5 @@ def decoded_prompt_faithfulness(
         return (logits.argmax(dim=-1) == labels).float().mean().item()
 
     continuous, decoded = accuracy(context), accuracy(words)
-    return PromptFaithfulness(continuous, decoded, decoded / continuous if continuous else float("nan"), decoding.prompt)
+    prompt = getattr(decoding, "decoded_prompt", "") or decoding.prompt  # hybrid: "* *" would hide the decoding
+    return PromptFaithfulness(continuous, decoded, decoded / continuous if continuous else float("nan"), prompt)

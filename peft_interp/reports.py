@@ -9,7 +9,10 @@
 * when it has ``maps``: in the same picture, the concepts drawn on the image (distinct colours on a grey copy of the
   image, with outlines and a legend) and one map per concept on a shared 0-1 colour scale;
 * when it has a ``prompt``: the learnt prompt read as words, on the page as text (with each word's similarity and
-  what it means), and, when true labels are given, the decoded-prompt faithfulness on the explained images;
+  what it means), and, when true labels are given, the decoded-prompt faithfulness on the explained images; a
+  prompt of real words and learnt vectors (IPL's hybrid prompt) is drawn position by position in the model's order,
+  the words as themselves (similarity 1.00), each learnt vector as its nearest readable word in another style with
+  its similarity under it;
 * when it has ``image_notes``: those lines under the image's picture.
 
 The page (``index.html``) shows one picture per row, each enlarges on click, and ends with a glossary of the terms
@@ -29,13 +32,14 @@ import torch
 from torch import nn
 
 from .tuners.base import InterpTuner
-from .tuners.explanation import Explanation
+from .tuners.explanation import WEAK_SIMILARITY, Explanation, PromptPosition
 from .visualization import RIGHT_COLOR, concept_color, explanation_figure, save_figure
 
 TOP_K = 5  # class probabilities shown per image when there are no concept contributions
 
 Figure = tuple[str, str]  # (png file name, caption; lines separated by "\n")
 Section = tuple[str, list[Figure]]  # (heading, figures)
+SummaryItem = str | list[PromptPosition]  # a line of text, or a prompt drawn position by position
 
 GLOSSARY = {
     "probability": "softmax of the class scores (logits), in percent; the bars list the most probable classes.",
@@ -47,13 +51,16 @@ GLOSSARY = {
     "prompt token map": "VPT-deep has no concepts; each prompt token's map is the softmax over prompt tokens of its "
     "cosine similarity with each patch feature of the last block, a stand-in for where it attends.",
     "readable prompt": "the learnt context vectors read as words; [class] marks where the class name goes.",
+    "prompt as the model reads it": "the hybrid prompt position by position, in order: a selected word (bold, solid "
+    "frame) is that word's frozen token embedding, exact (similarity 1.00); a learnt vector (italic, dashed frame) is "
+    "shown as its nearest readable word, with the cosine similarity under it. In text: [w] is a learnt vector read as w.",
     "nearest tokens": "each context vector's closest token (Euclidean) in the whole CLIP vocabulary, word pieces "
     "included: what CoOp-style decoding reports.",
     "similarity": "cosine between a learnt vector and its word's embedding: 1.00 means the vector is the word; low "
     "values mean the word is only the nearest of many unrelated ones.",
     "decoded-prompt faithfulness": "accuracy on the explained images when the learnt vectors are replaced by the "
-    "embeddings of their words, next to the accuracy of the learnt vectors: equal numbers mean the words say what "
-    "the model does.",
+    "embeddings of their words (a hybrid prompt keeps its selected words), next to the accuracy of the learnt "
+    "vectors: equal numbers mean the words say what the model does.",
 }
 
 
@@ -61,7 +68,7 @@ GLOSSARY = {
 class Report:
     """What :func:`explanation_report` made: lines under the page title, figures, glossary terms used."""
 
-    summary: list[str] = field(default_factory=list)
+    summary: list[SummaryItem] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     terms: list[str] = field(default_factory=list)
 
@@ -157,7 +164,8 @@ def faithfulness_lines(tuner: InterpTuner, pixel_values: torch.Tensor, labels: S
         return [f"decoded-prompt faithfulness: not measured ({error})"]
     return [
         f"decoded-prompt faithfulness on these {len(labels)} images: accuracy {100 * result.decoded_accuracy:.1f}% "
-        f"with the readable words vs {100 * result.continuous_accuracy:.1f}% with the learnt vectors"
+        f"with the readable words vs {100 * result.continuous_accuracy:.1f}% with the learnt vectors",
+        f"  decoded prompt measured: {result.decoded_prompt.replace('{}', '[class]')}",
     ]
 
 
@@ -181,8 +189,14 @@ def explanation_report(
     if explanation.contributions is not None:
         report.terms.append("contribution")
     if explanation.prompt is not None:
-        report.summary += explanation.prompt.lines()
-        report.terms += ["readable prompt", "similarity"] + (["nearest tokens"] if explanation.prompt.nearest else [])
+        prompt = explanation.prompt
+        if prompt.positions is not None:  # drawn position by position, not as the text lines of the positions
+            report.summary.append(list(prompt.positions))
+            report.terms.append("prompt as the model reads it")
+        else:
+            report.terms.append("readable prompt")
+        report.summary += prompt.lines(with_positions=False)
+        report.terms += ["similarity"] + (["nearest tokens"] if prompt.nearest else [])
         if explanation.prompt.readable is not None:
             report.summary += faithfulness_lines(tuner, pixel_values, labels)
             report.terms.append("decoded-prompt faithfulness")
@@ -232,11 +246,49 @@ figcaption { font-size: 0.95em; margin-top: 0.4em; }
 .lightbox img { max-width: 96vw; max-height: 96vh; background: #fff; }
 dl.glossary dt { font-weight: bold; margin-top: 0.6em; }
 dl.glossary dd { margin-left: 1.5em; }
+ul.summary li.prompt { font-family: system-ui, sans-serif; white-space: normal; margin: 0.8em 0; }
+.prompt-label { font-weight: bold; margin-bottom: 0.3em; }
+.positions { display: flex; flex-wrap: wrap; gap: 0.35em; align-items: flex-start; }
+.position { display: inline-flex; flex-direction: column; align-items: center; min-width: 3.5em;
+            padding: 0.25em 0.5em; border-radius: 4px; }
+.position .text { font-size: 1.15em; }
+.position .similarity, .position .note { font-size: 0.75em; color: #555; font-style: normal; font-weight: normal; }
+.position.word { border: 2px solid #2E7D32; background: #E8F5E9; font-weight: bold; }
+.position.learnt { border: 1px dashed #888; font-style: italic; color: #444; }
+.position.learnt.weak .text { color: #9E9E9E; }
+.position.slot { border: 1px solid #ddd; background: #F5F5F5; color: #666; }
+.prompt-legend { font-size: 0.85em; color: #555; margin-top: 0.3em; }
 """
 
 
 def _escaped_lines(text: str) -> str:
     return "<br>".join(html.escape(line) for line in text.split("\n"))
+
+
+def _position_html(position: PromptPosition) -> str:
+    similarity = "" if position.similarity is None else f"{position.similarity:.2f}"
+    weak = position.kind == "learnt" and position.similarity is not None and position.similarity < WEAK_SIMILARITY
+    return (
+        f'<span class="position {html.escape(position.kind, quote=True)}{" weak" if weak else ""}">'
+        f'<span class="text">{html.escape(position.text)}</span>'
+        f'<span class="similarity">{similarity or "&nbsp;"}</span>'
+        f'<span class="note">{html.escape(position.note)}</span></span>'
+    )
+
+
+def _prompt_html(positions: Sequence[PromptPosition]) -> str:
+    """A prompt drawn position by position, in order: words framed solid, learnt vectors dashed and italic."""
+    return (
+        '<li class="prompt"><div class="prompt-label">prompt as the model reads it</div>'
+        f'<div class="positions">{"".join(_position_html(position) for position in positions)}</div>'
+        '<div class="prompt-legend">bold, solid frame: a real word (its frozen token embedding; similarity 1.00). '
+        "Italic, dashed frame: a learnt vector, shown as its nearest readable word; the number under it is their "
+        f"cosine similarity (grey word: below {WEAK_SIMILARITY}, the word says little about the vector).</div></li>"
+    )
+
+
+def _summary_html(item: SummaryItem) -> str:
+    return f"<li>{html.escape(item)}</li>" if isinstance(item, str) else _prompt_html(item)
 
 
 def _figure_html(number: int, filename: str, caption: str) -> str:
@@ -254,7 +306,7 @@ def write_index(
     output_dir: str | Path,
     title: str,
     sections: Sequence[Section],
-    summary: Sequence[str] = (),
+    summary: Sequence[SummaryItem] = (),
     glossary: dict[str, str] | None = None,
 ) -> Path:
     """Write ``index.html`` into ``output_dir``: the title, ``summary`` lines, per section its heading and its
@@ -263,7 +315,8 @@ def write_index(
 
     Args:
         sections: ``(heading, [(png file name relative to output_dir, caption), ...])``; captions may hold ``\\n``.
-        summary: lines under the title (method, readable prompt, concept names ...).
+        summary: lines under the title (method, readable prompt, concept names ...); an item that is a list of
+            :class:`~peft_interp.tuners.explanation.PromptPosition` is a prompt, drawn position by position.
         glossary: term -> one-line meaning.
     """
     parts = [
@@ -273,7 +326,7 @@ def write_index(
         f"<h1>{html.escape(title)}</h1>",
     ]
     if summary:
-        parts.append('<ul class="summary">' + "".join(f"<li>{html.escape(line)}</li>" for line in summary) + "</ul>")
+        parts.append('<ul class="summary">' + "".join(_summary_html(item) for item in summary) + "</ul>")
     number = 0
     for heading, figures in sections:
         parts.append(f'<section><h2>{html.escape(heading)}</h2><div class="figures">')

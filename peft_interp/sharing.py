@@ -27,6 +27,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, hf_hub_
 
 from .hub import shipped_backbone
 from .registry import method_spec
+from .tuners.explanation import POSITION_SIMILARITY_MEANING, PromptPosition, position_prompt, position_similarity_line
 
 EXPLANATION_FILE = "explanation.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -182,7 +183,13 @@ def _is_repo_id(name: str) -> bool:
 
 def _explanation_markdown(explanation: dict) -> str:
     lines = []
-    if explanation.get("readable_prompt"):
+    if explanation.get("prompt_positions"):  # IPL's hybrid prompt, as its explanation page draws it
+        positions = [PromptPosition(**position) for position in explanation["prompt_positions"]]
+        lines.append(f"Prompt as the model reads it: **{markdown_text(position_prompt(positions))}** (selected words "
+                     "as they are; `[w]`: a learnt vector, shown as its nearest readable word w).")  # fmt: skip
+        lines.append(f"Similarity per position: {markdown_text(position_similarity_line(positions))}. "
+                     f"{markdown_text(POSITION_SIMILARITY_MEANING)}")  # fmt: skip
+    elif explanation.get("readable_prompt"):
         lines.append(f"Readable prompt: **{markdown_text(explanation['readable_prompt'])}** (`{{}}` is the class name).")
     if explanation.get("concepts"):
         concepts = [markdown_text(concept) for concept in explanation["concepts"]]

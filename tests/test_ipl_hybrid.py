@@ -1,7 +1,9 @@
 """IPL's default hybrid prompt: token layout and embeddings by hand, task-loss selection against brute force,
-key/value reuse, the alternating schedule, novel classes, the trainer hook, other context learners."""
+key/value reuse, the alternating schedule, novel classes, the trainer hook, other context learners, the decoded
+prompt's faithfulness."""
 
 import math
+from unittest import mock
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ from peft import PeftModel, get_peft_model
 
 from peft_interp import CoOpConfig, CoOpModel, IPLConfig
 from peft_interp.data import load_clip_tokenizer
+from peft_interp.metrics import decoded_prompt_faithfulness
 from peft_interp.training import InterpTrainer, TrainingArguments
 from peft_interp.tuners.ipl import HybridPromptDecoding, register_context_learner
 from peft_interp.tuners.ipl.model import IPL_MODELS
@@ -344,3 +347,44 @@ def test_cocoop_and_kgcoop_take_the_hybrid_prompt_and_keep_their_own_terms(learn
         assert out.text_embeds.shape == (4, len(CLASSES), 16)
     else:  # KgCoOp's knowledge distance is kept
         assert "knowledge" in " ".join(out.loss_terms)
+
+
+# ------------------------------------------------------------------------------------------ decoded faithfulness
+def test_decoded_faithfulness_keeps_the_selected_words_and_decodes_only_the_learnt_vectors(images, labels):
+    model = hybrid()
+    tuner = model.base_model
+    table = tuner.context_layer.weight
+    learnt = torch.tensor([word_id(w) for w in ["fluffy", "striped", "animal", "bright", "wooden", "green"]])
+    mixed_in = torch.tensor([word_id(w) for w in ["river", "house", "table", "stone", "cloud", "metal"]])
+    with torch.no_grad():  # each learnt vector's nearest readable word is its word of `learnt`, at a cosine below 1
+        tuner.context_layer.context["default"].copy_(0.75 * table[learnt] + 0.25 * table[mixed_in])
+        tuner.ipl_assignment["default"].token_ids.copy_(torch.tensor([word_id("golden"), word_id("forest")]))
+    encoded = []
+
+    def recording(adapter_name, context, *args, **kwargs):
+        encoded.append(original(adapter_name, context, *args, **kwargs))
+        return encoded[-1]
+
+    original = tuner._encode_classes
+    with mock.patch.object(tuner, "_encode_classes", side_effect=recording):
+        result = decoded_prompt_faithfulness(model, images, labels)
+    # Decoded, the hybrid prompt is a plain sentence: the selected words in their slots between the learnt vectors' words
+    sentences = [f"fluffy striped golden animal bright forest wooden green {name}." for name in CLASSES]
+    with torch.no_grad():
+        expected = model.get_base_model().get_text_features(**TOKENIZER(sentences, padding=True, return_tensors="pt"))
+    expected = F.normalize(expected.pooler_output, dim=-1)
+    assert len(encoded) == 2  # the learnt vectors, then their words
+    torch.testing.assert_close(encoded[1], expected)
+    image_embeds = tuner.encode_image(images)
+    decoded_accuracy = ((image_embeds @ expected.T).argmax(-1) == labels).float().mean().item()
+    with torch.no_grad():
+        continuous_accuracy = (model(pixel_values=images).logits.argmax(-1) == labels).float().mean().item()
+    assert (result.decoded_accuracy, result.continuous_accuracy) == (decoded_accuracy, continuous_accuracy)
+    assert result.decoded_prompt == "[fluffy] [striped] golden [animal] [bright] forest [wooden] [green] {}."
+
+    intcoop = hybrid(context_learner="intcoop", intcoop={"visual_prompt_depth": 1})
+    with torch.no_grad():
+        intcoop.base_model.ipl_assignment["default"].token_ids.copy_(torch.tensor([word_id("golden"), word_id("forest")]))
+    decoded = decoded_prompt_faithfulness(intcoop, images, labels).decoded_prompt.split()
+    assert decoded[2] == "golden" and decoded[5] == "forest" and decoded[-2:] == ["[attribute]", "{}."]
+    assert " ".join(decoded) == intcoop.base_model.explain_prompt().decoded_prompt

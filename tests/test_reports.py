@@ -1,5 +1,6 @@
 """Explanation figures and the HTML report: pixels of the new figures, caption text, page contents per method."""
 
+import dataclasses
 import html
 import re
 from unittest import mock
@@ -25,7 +26,7 @@ from peft_interp.reports import (
     write_explanations,
     write_index,
 )
-from peft_interp.tuners.explanation import Explanation
+from peft_interp.tuners.explanation import POSITION_SIMILARITY_MEANING, Explanation, PromptPosition
 from peft_interp.visualization import (
     BACKGROUND,
     PALETTE,
@@ -241,10 +242,11 @@ def test_class_specific_contexts_read_per_class():
 
 
 def test_ipl_shows_its_selected_words_beside_the_nearest_tokens_and_dualview_its_views():
-    ipl = get_peft_model(make_clip(), IPLConfig(class_names=["cat", "dog", "owl"])).base_model
+    ipl = get_peft_model(make_clip(), IPLConfig(class_names=["cat", "dog", "owl"], variant="coverage_anchor")).base_model
     prompt = ipl.prompt_explanation()
     assert prompt.readable.prompt == ipl.explain_prompt().prompt and prompt.readable.how == "IPL's selected words"
-    assert prompt.nearest.tokens == ipl.decode_context().tokens
+    assert prompt.nearest.tokens == ipl.decode_context().tokens and prompt.positions is None
+    assert prompt.lines()[0].startswith("readable prompt (IPL's selected words): ")  # side by side, as CoOp
 
     dual = get_peft_model(make_clip(), DualViewMIConfig(class_names=["cat", "dog", "owl"])).base_model
     views = dual.explain_views()
@@ -253,6 +255,85 @@ def test_ipl_shows_its_selected_words_beside_the_nearest_tokens_and_dualview_its
         f"mean view similarity (soft vs hand-crafted, cosine): {views.view_similarity.mean():.3f}",
         f"MI lower bound between the views: {views.mi_lower_bound:.3f} nats",
     ]
+
+
+LEARNT_WORDS = ["fluffy", "striped", "animal", "bright", "wooden", "green"]  # single readable CLIP tokens
+MIXED_IN = ["river", "house", "table", "stone", "cloud", "metal"]
+SELECTED = ["golden", "forest"]
+
+
+def word_ids(words) -> torch.Tensor:
+    return torch.tensor([load_clip_tokenizer().encode(word, add_special_tokens=False)[0] for word in words])
+
+
+def hybrid_ipl_with_known_prompt():
+    """A hybrid IPL whose slots hold SELECTED and whose learnt vectors are 0.75 e(LEARNT_WORDS) + 0.25 e(MIXED_IN):
+    each one's nearest readable word is its LEARNT_WORDS word, at a cosine below 1; returns (model, cosines)."""
+    model = get_peft_model(make_clip(), IPLConfig(class_names=CLASSES))
+    tuner = model.base_model
+    table = tuner.context_layer.weight
+    vectors = 0.75 * table[word_ids(LEARNT_WORDS)] + 0.25 * table[word_ids(MIXED_IN)]
+    with torch.no_grad():
+        tuner.context_layer.context["default"].copy_(vectors)
+        tuner.ipl_assignment["default"].token_ids.copy_(word_ids(SELECTED))
+    cosines = torch.nn.functional.cosine_similarity(vectors, table[word_ids(LEARNT_WORDS)], dim=-1)
+    assert (cosines < 0.99).all()  # the learnt vectors print below 1.00
+    return model, cosines.tolist()
+
+
+def drawn_positions(page: str) -> list[tuple[str, str, str, str]]:
+    """Per drawn prompt position: (kind, text, similarity, note), unescaped, in page order."""
+    cell = (r'<span class="position ([^"]*)"><span class="text">(.*?)</span>'
+            r'<span class="similarity">(.*?)</span><span class="note">(.*?)</span></span>')  # fmt: skip
+    return [tuple(html.unescape(part).replace("\xa0", "") for part in found) for found in re.findall(cell, page)]
+
+
+def test_hybrid_ipl_page_draws_the_prompt_as_the_model_reads_it(tmp_path, images, labels):
+    model, cosines = hybrid_ipl_with_known_prompt()
+    page = write_explanations(model, images, pictures(), tmp_path, labels, max_images=2).read_text()
+    learnt = [("learnt", word, f"{cosine:.2f}", "learnt vector") for word, cosine in zip(LEARNT_WORDS, cosines)]
+    words = [("word", word, "1.00", "selected word, frozen") for word in SELECTED]
+    # [SOS] A_1 w_1 A_2 w_2 P <class>. : two learnt vectors before each word, two before the class name
+    assert drawn_positions(page) == [
+        *learnt[0:2], words[0], *learnt[2:4], words[1], *learnt[4:6], ("slot", "[class].", "", "class name")
+    ]
+    text = html.unescape(page)
+    assert "similarity per word" not in text and "readable prompt" not in text  # not the CoOp layout
+    assert "<dt>prompt as the model reads it</dt>" in page and POSITION_SIMILARITY_MEANING in text
+    nearest = model.base_model.decode_context().tokens  # whole vocabulary, put in place of the learnt vectors
+    assert (f"nearest tokens of the whole vocabulary in place of the learnt vectors: [{nearest[0]}] [{nearest[1]}] "
+            f"golden [{nearest[2]}] [{nearest[3]}] forest [{nearest[4]}] [{nearest[5]}] [class].") in text  # fmt: skip
+    assert ("decoded prompt measured: [fluffy] [striped] golden [animal] [bright] forest [wooden] [green] "
+            "[class].") in text  # fmt: skip
+
+
+def test_hybrid_positions_escape_their_text_and_the_card_and_json_say_what_the_page_shows(tmp_path):
+    positions = [PromptPosition("<b>x</b>", "learnt", 0.5, "a & b"), PromptPosition("y", "learnt", 0.49),
+                 PromptPosition("w", "word", 1.0)]  # fmt: skip
+    page = write_index(tmp_path, "t", [], ["method: ipl", positions]).read_text()
+    assert "<b>x" not in page and "&lt;b&gt;x&lt;/b&gt;" in page and "a &amp; b" in page
+    assert drawn_positions(page) == [  # below 0.5 a learnt vector's word is greyed out
+        ("learnt", "<b>x</b>", "0.50", "a & b"), ("learnt weak", "y", "0.49", ""), ("word", "w", "1.00", "")
+    ]
+    with pytest.raises(ValueError, match="`kind` must be one of"):
+        PromptPosition("x", "vector")
+
+    model, cosines = hybrid_ipl_with_known_prompt()
+    metadata = model.base_model.explanation_metadata()
+    drawn = model.base_model.prompt_explanation().positions
+    assert metadata["prompt_positions"] == [dataclasses.asdict(position) for position in drawn]
+    assert metadata["selected_words"] == SELECTED and metadata["context_tokens"] == LEARNT_WORDS
+    assert metadata["context_similarities"] == pytest.approx(cosines)
+    assert metadata["decoded_prompt"] == "[fluffy] [striped] golden [animal] [bright] forest [wooden] [green] {}."
+    card = reports_card_text(model, metadata)
+    assert "Prompt as the model reads it: **\\[fluffy\\] \\[striped\\] golden" in card
+    assert "golden 1.00 \\(selected word, frozen\\)" in card and f"fluffy {cosines[0]:.2f}, striped" in card
+
+
+def reports_card_text(model, metadata) -> str:
+    from peft_interp.sharing import render_model_card
+
+    return render_model_card(model.peft_config["default"], metadata, "me/ipl", None, "mit").text
 
 
 # ---------------------------------------------------------------------------------------- explanation contract

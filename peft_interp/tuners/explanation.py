@@ -8,7 +8,9 @@ holds, never by the class of the tuner:
 * ``maps`` + ``map_names`` (+ ``background``): where the model looked, one named map per concept (IVPT's concepts,
   VPT-deep's prompt-token similarity maps);
 * ``contributions``: how much each named map added to the predicted class's logit (IVPT);
-* ``prompt``: the learnt text prompt read as words (CLIP prompt methods), see :class:`PromptExplanation`;
+* ``prompt``: the learnt text prompt read as words (CLIP prompt methods), see :class:`PromptExplanation`; a prompt
+  that mixes real words and learnt vectors (IPL's hybrid prompt) also comes position by position
+  (:class:`PromptPosition`), in the order the text encoder reads it;
 * ``image_notes``: per image, extra lines of text (IntCoOp's predicted attribute words).
 
 Methods add their own fields in their subclass (e.g. IVPT's per-level maps and grouping matrices).
@@ -27,6 +29,14 @@ WORD_SIMILARITY_MEANING = (
     "similarity = cosine between the learnt vector and the word's embedding: 1.00 means the vector is exactly the "
     "word; below about 0.5 the word is only the nearest of many unrelated ones and says little."
 )
+# The same for a prompt read position by position (selected words and learnt vectors).
+POSITION_SIMILARITY_MEANING = (
+    "similarity = cosine between the learnt vector and the nearest word's token embedding (1.00 = exactly that "
+    "word; below about 0.5 the word says little about the vector); a selected word is that word's frozen token "
+    "embedding, so always 1.00."
+)
+WEAK_SIMILARITY = 0.5  # below it, a learnt vector's nearest word is one of many unrelated ones
+POSITION_KINDS = ("word", "learnt", "slot")
 
 
 @dataclass
@@ -55,6 +65,34 @@ class ContextDecoding:
 
 
 @dataclass
+class PromptPosition:
+    """One position of a prompt, as the text encoder reads it.
+
+    Args:
+        text: what the position holds, as text: a real word (``kind="word"``), the nearest readable word of a
+            learnt vector (``"learnt"``), or the mark of a slot filled elsewhere (``"slot"``: ``"[class]."``,
+            ``"[attribute]"``).
+        kind: ``"word"``, ``"learnt"`` or ``"slot"``.
+        similarity: cosine between the position's vector and ``text``'s token embedding: 1.0 for a word (it *is*
+            the embedding), the decoding's similarity for a learnt vector, ``None`` for a slot.
+        note: what the position is, a few words (``"selected word, frozen"``, ``"learnt vector"``, ``"class name"``).
+    """
+
+    text: str
+    kind: str
+    similarity: Optional[float] = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in POSITION_KINDS:
+            raise ValueError(f"`kind` must be one of {list(POSITION_KINDS)}, got {self.kind!r}.")
+
+    def as_text(self) -> str:
+        """The position in a one-line prompt: a word as itself, a learnt vector as ``[its nearest word]``."""
+        return f"[{self.text}]" if self.kind == "learnt" else self.text
+
+
+@dataclass
 class PromptExplanation:
     """The learnt prompt of a CLIP prompt method, read as words.
 
@@ -65,15 +103,25 @@ class PromptExplanation:
             the method has its own readable prompt or when the two differ.
         class_prompts: one readable prompt per class, for class-specific contexts (then ``readable`` is ``None``).
         notes: method-specific lines (e.g. DualViewMI's view similarity and MI bound).
+        positions: the whole prompt position by position, in the model's order, when it mixes real words and learnt
+            vectors (IPL's hybrid prompt; ``readable`` then decodes the learnt vectors only, in the same order).
+            Shown instead of the ``readable`` / ``nearest`` lines, with ``nearest`` put in place of the learnt vectors.
     """
 
     readable: Optional[ContextDecoding] = None
     nearest: Optional[ContextDecoding] = None
     class_prompts: Optional[list[str]] = None
     notes: list[str] = field(default_factory=list)
+    positions: Optional[list[PromptPosition]] = None
 
-    def lines(self) -> list[str]:
-        """The prompt as text lines for pages and cards (``[class]`` marks where the class name goes)."""
+    def lines(self, with_positions: bool = True) -> list[str]:
+        """The prompt as text lines for pages and cards (``[class]`` marks where the class name goes).
+
+        Args:
+            with_positions: include the text lines of ``positions`` (a page that draws them leaves them out).
+        """
+        if self.positions is not None:
+            return self._position_lines(with_positions)
         lines = []
         same = self.readable is not None and self.nearest is not None and self.readable.tokens == self.nearest.tokens
         for label, decoding in (("readable prompt", self.readable), ("nearest tokens", self.nearest)):
@@ -88,6 +136,48 @@ class PromptExplanation:
         if self.readable is not None or self.nearest is not None:
             lines.append(WORD_SIMILARITY_MEANING)
         return lines
+
+    def nearest_positions(self) -> Optional[list[PromptPosition]]:
+        """``positions`` with each learnt vector read as ``nearest``'s token instead (``None`` without ``nearest``)."""
+        if self.positions is None or self.nearest is None:
+            return None
+        tokens = iter(zip(self.nearest.tokens, self.nearest.similarities.tolist()))
+        read = []
+        for position in self.positions:
+            if position.kind == "learnt":
+                token, similarity = next(tokens)
+                position = PromptPosition(token, "learnt", similarity, position.note)
+            read.append(position)
+        return read
+
+    def _position_lines(self, with_positions: bool) -> list[str]:
+        lines = []
+        if with_positions:
+            lines.append(f"prompt as the model reads it ([w]: a learnt vector, shown as its nearest readable word w): "
+                         f"{position_prompt(self.positions)}")  # fmt: skip
+            lines.append(f"  similarity per position: {position_similarity_line(self.positions)}")
+        nearest = self.nearest_positions()
+        if nearest is not None:
+            lines.append(f"nearest tokens of the whole vocabulary in place of the learnt vectors: "
+                         f"{position_prompt(nearest)}")  # fmt: skip
+        lines += self.notes
+        lines.append(POSITION_SIMILARITY_MEANING)
+        return lines
+
+
+def position_prompt(positions: list[PromptPosition]) -> str:
+    """``"[photo] [dark] striped [big] [class]."``: the prompt on one line, learnt vectors in brackets."""
+    return " ".join(position.as_text() for position in positions)
+
+
+def position_similarity_line(positions: list[PromptPosition]) -> str:
+    """``"photo 0.41, striped 1.00 (selected word, frozen)"``: every word or learnt vector with its similarity."""
+    parts = []
+    for position in positions:
+        if position.similarity is not None:
+            note = f" ({position.note})" if position.kind == "word" and position.note else ""
+            parts.append(f"{position.text} {position.similarity:.2f}{note}")
+    return ", ".join(parts)
 
 
 @dataclass

@@ -34,7 +34,7 @@ from torch import nn
 from ..clip_prompt.model import ClipPromptOutput, ClipPromptTuner, ContextDecoding, ImageBatch
 from ..clip_prompt.prompts import Segment
 from ..clip_prompt.vocabulary import class_name_words, readable_token_ids, token_words
-from ..explanation import PromptExplanation
+from ..explanation import PromptExplanation, PromptPosition
 from ..intcoop.model import IntCoOpModel
 from .config import LEARNER_CONFIGS, IPLConfig
 from .selection import SelectionStep, TaskLossSelector, greedy_select
@@ -71,12 +71,15 @@ class HybridPromptDecoding(ContextDecoding):
         word_ids: ``(K,)`` their token ids (-1 where empty).
         probe_prompt: the discrete probe prompt of the selection, ``"a photo of a {}, with emphasis on: w_1, w_2"``.
         decoded_prompt: ``prompt`` with each ``*`` replaced by ``[nearest word]`` of its vector.
+        positions: the prompt position by position: each word (similarity 1.0), each learnt vector as its nearest
+            readable word with its cosine, the learner's other slots and the class name, in the model's order.
     """
 
     words: list[str] = dataclasses.field(default_factory=list)
     word_ids: Optional[torch.Tensor] = None
     probe_prompt: str = ""
     decoded_prompt: str = ""
+    positions: list[PromptPosition] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -126,6 +129,7 @@ class IPLModel(ClipPromptTuner):
     shared_module_names = ("ipl_assignment",)
     context_learner = "coop"  # the prompt learner this class makes readable
     extra_soft_mark = SOFT_MARK  # how the learner's soft positions after the context span read
+    extra_soft_note = "set by the context learner"  # what they are, on explanation pages
 
     def __new__(cls, model=None, peft_config=None, adapter_name=None, *args, **kwargs):
         """PEFT instantiates the class registered for IPL; give it the model of the config's context learner."""
@@ -359,9 +363,15 @@ class IPLModel(ClipPromptTuner):
             return self._decoding(adapter_name, self.context_layer.context[adapter_name], assignment.token_ids)
 
     def prompt_explanation(self, adapter_name: str | None = None) -> PromptExplanation:
-        """IPL's selected words as the readable prompt, beside the context learner's nearest-token decoding."""
+        """Hybrid: the prompt position by position (selected words, learnt vectors as their nearest readable words),
+        with the nearest tokens of the whole vocabulary for the learnt vectors. coverage_anchor: IPL's selected
+        words as the readable prompt, beside the context learner's nearest-token decoding."""
         explanation = super().prompt_explanation(adapter_name)
-        selected = dataclasses.replace(self.explain_prompt(adapter_name), how="IPL's selected words")
+        decoding = self.explain_prompt(adapter_name)
+        if isinstance(decoding, HybridPromptDecoding):
+            readable = dataclasses.replace(decoding, how="nearest readable word of each learnt vector")
+            return dataclasses.replace(explanation, readable=readable, positions=list(decoding.positions))
+        selected = dataclasses.replace(decoding, how="IPL's selected words")
         return dataclasses.replace(explanation, readable=selected)
 
     @torch.no_grad()
@@ -371,28 +381,47 @@ class IPLModel(ClipPromptTuner):
         readable = self.readable_vocabulary(adapter_name, exclude_words=class_name_words(config.class_names))
         soft = self.decode_context(adapter_name, candidate_ids=readable)  # nearest readable word of each vector
         layout = self.hybrid_layout(config, "{}", words)
-        context_marks, decoded_marks = iter([SOFT_MARK] * config.num_context_tokens), iter(f"[{t}]" for t in soft.tokens)
-        plain, decoded, seen = [], [], 0
+        ids = self.ipl_assignment[adapter_name].token_ids.clone()
+        vectors = iter(zip(soft.tokens, soft.similarities.tolist()))
+        slots = iter(ids.tolist())  # the first K text segments of the layout are the word slots
+        plain, decoded, positions, seen = [], [], [], 0
         for segment in layout:
             if isinstance(segment, int):
                 for _ in range(segment):
-                    inside = seen < config.num_context_tokens
-                    plain.append(next(context_marks) if inside else self.extra_soft_mark)
-                    decoded.append(next(decoded_marks) if inside else self.extra_soft_mark)
+                    if seen < config.num_context_tokens:
+                        token, similarity = next(vectors)
+                        plain.append(SOFT_MARK)
+                        decoded.append(f"[{token}]")
+                        positions.append(PromptPosition(token, "learnt", similarity, "learnt vector"))
+                    else:
+                        plain.append(self.extra_soft_mark)
+                        decoded.append(self.extra_soft_mark)
+                        positions.append(PromptPosition(self.extra_soft_mark, "slot", None, self.extra_soft_note))
                     seen += 1
+                continue
+            plain.append(segment)
+            decoded.append(segment)
+            token_id = next(slots, None)
+            if token_id is None:  # the learner's text after the context span: the class name
+                note = "class name" if "{}" in segment else "fixed text"
+                positions.append(PromptPosition(segment.replace("{}", "[class]"), "slot", None, note))
             else:
-                plain.append(segment)
-                decoded.append(segment)
-        ids = self.ipl_assignment[adapter_name].token_ids.clone()
+                note = "selected word, frozen" if token_id >= 0 else "empty word slot (placeholder)"
+                positions.append(PromptPosition(segment, "word", 1.0, note))
         filled = [word for word, token_id in zip(words, ids.tolist()) if token_id >= 0]
         probe_text = " ".join([config.probe_template, ", ".join(filled)]) if filled else config.probe_template
         return HybridPromptDecoding(
             **{f.name: getattr(soft, f.name) for f in dataclasses.fields(ContextDecoding) if f.name != "prompt"},
             prompt=" ".join(plain), words=words, word_ids=ids, probe_prompt=probe_text, decoded_prompt=" ".join(decoded),
+            positions=positions,
         )  # fmt: skip
 
     def explanation_metadata(self, adapter_name: str | None = None) -> dict:
-        """Class names, template and the readable prompt (hybrid: the selected words and the probe prompt too)."""
+        """Class names, template and the readable prompt; ``context_tokens`` / ``context_similarities`` /
+        ``context_distances`` read each learnt vector (hybrid: as its nearest readable word; coverage_anchor: as its
+        selected word), ``nearest_tokens`` as its nearest token of the whole vocabulary. Hybrid adds the selected
+        words, the probe prompt, the decoded prompt and ``prompt_positions``: the prompt position by position as the
+        explanation page draws it (``text``, ``kind`` word / learnt / slot, ``similarity``, ``note``)."""
         adapter_name = adapter_name or self.active_adapters[0]
         decoding = self.explain_prompt(adapter_name)
         metadata = {
@@ -400,11 +429,14 @@ class IPLModel(ClipPromptTuner):
             "template": self.peft_config[adapter_name].template,
             "readable_prompt": decoding.prompt,
             "context_tokens": decoding.tokens,
+            "context_similarities": decoding.similarities.tolist(),
             "context_distances": decoding.distances.tolist(),
+            "nearest_tokens": self.decode_context(adapter_name).tokens,
         }
         if isinstance(decoding, HybridPromptDecoding):
             metadata.update(selected_words=decoding.words, probe_prompt=decoding.probe_prompt,
-                            decoded_prompt=decoding.decoded_prompt)  # fmt: skip
+                            decoded_prompt=decoding.decoded_prompt,
+                            prompt_positions=[dataclasses.asdict(p) for p in decoding.positions])  # fmt: skip
         return metadata
 
 
@@ -420,6 +452,7 @@ class IPLIntCoOpModel(IPLModel, IntCoOpModel):
     context_learner = "intcoop"
     shared_module_names = IPLModel.shared_module_names + IntCoOpModel.shared_module_names
     extra_soft_mark = "[attribute]"
+    extra_soft_note = "predicted attribute, per image"
 
     def _decoding(self, adapter_name: str, context: torch.Tensor, token_ids: torch.Tensor) -> ContextDecoding:
         """As the core's, with IntCoOp's per-image attribute slot before the class name in the readable prompt."""
