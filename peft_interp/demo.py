@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 
 from .pipeline import explain_rows, image_transform, method_config
+from .tuners.explanation import position_prompt
+from .tuners.ipl import HybridPromptDecoding
 
 VISUAL = {"VPT-deep": "vpt_deep", "IVPT": "ivpt"}
 TEXTUAL = {"CoOp": "coop", "IPL": "ipl"}
@@ -147,6 +149,12 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _prompt_as_read(decoding) -> str:
+    """IPL's prompt on one line: its selected words as themselves, each learnt vector as ``[nearest readable word]``
+    (the hybrid prompt's positions), or the readable prompt of the coverage/anchor variant."""
+    return position_prompt(decoding.positions) if isinstance(decoding, HybridPromptDecoding) else decoding.prompt
+
+
 def _write_index(output_dir: Path, rows: list[dict], pages: dict[str, Path], notes: list[str]) -> Path:
     header = "".join(f"<th>{html.escape(column)}</th>" for column in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_format(row.get(c), c))}</td>" for c in COLUMNS) + "</tr>"
@@ -184,7 +192,7 @@ def run_demo(output_dir: Path, steps: int | None = None, seed: int = 0) -> list[
         model, scores = context["models"][label]
         save_for_hub(model, output_dir / "adapters" / label.lower(), repo_id=f"{label.lower()}-conceptworld",
                      metrics={k: v for k, v in scores.items() if isinstance(v, float)}, dataset="conceptworld")  # fmt: skip
-    readable = text["models"]["IPL"][0].base_model.explain_prompt().prompt
+    readable = _prompt_as_read(text["models"]["IPL"][0].base_model.explain_prompt())
     notes = [
         f"visual methods: {visual_steps} steps, text methods: {text_steps} steps, batch {BATCH_SIZE}, seed {seed}",
         "accuracy on held-out images of the base classes; novel acc: unseen classes by name only (CLIP methods)",
@@ -192,7 +200,7 @@ def run_demo(output_dir: Path, steps: int | None = None, seed: int = 0) -> list[
             "consistency / stability: EvalProtoPNet protocol on ConceptWorld keypoints (IVPT: the 11-prototype "
             "level; VPT-deep: prompt-token similarity maps); alignment: share of concept-map mass in its best part"
         ),
-        f"IPL's readable prompt: {readable!r}",
+        f"IPL's prompt as the model reads it ([w]: a learnt vector, shown as its nearest readable word): {readable!r}",
         f"chance: {100 / len(visual['names']):.1f}%; every accuracy-like figure is a percentage (0-100)",
     ]
     (output_dir / "results.json").write_text(json.dumps({"rows": rows, "notes": notes}, indent=2))

@@ -477,3 +477,21 @@ def test_gallery_shows_each_concept_top_images_and_the_class_table(tmp_path, ivp
     with pytest.raises(ValueError, match="no concept maps"):
         reports.write_concept_gallery(get_peft_model(make_clip(), CoOpConfig(class_names=CLASSES)), images,
                                       pictures(), tmp_path / "coop")  # fmt: skip
+
+
+def test_demo_prints_the_hybrid_prompt_as_the_model_reads_it():
+    from peft_interp.demo import _prompt_as_read
+    from peft_interp.tuners.explanation import ContextDecoding, PromptPosition
+    from peft_interp.tuners.ipl import HybridPromptDecoding
+
+    vectors = {"tokens": ["tiny", "green"], "token_ids": torch.tensor([1, 2]), "distances": torch.zeros(2),
+               "similarities": torch.tensor([0.3, 0.4])}  # fmt: skip
+    positions = [
+        PromptPosition("tiny", "learnt", 0.3, "learnt vector"),
+        PromptPosition("striped", "word", 1.0, "selected word, frozen"),
+        PromptPosition("green", "learnt", 0.4, "learnt vector"),
+        PromptPosition("[class].", "slot", None, "class name"),
+    ]
+    hybrid = HybridPromptDecoding(**vectors, prompt="* striped * {}.", words=["striped"], positions=positions)
+    assert _prompt_as_read(hybrid) == "[tiny] striped [green] [class]."
+    assert _prompt_as_read(ContextDecoding(**vectors, prompt="tiny green {}.")) == "tiny green {}."
