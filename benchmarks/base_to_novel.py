@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from peft_interp import CoOpConfig, DualViewMIConfig, IntCoOpConfig, IPLConfig
 from peft_interp.tuners import CoCoOpConfig, KgCoOpConfig, MaPLeConfig, PromptSRCConfig
 from peft_interp.data import class_names, load_conceptworld
-from peft_interp.hub import default_processor, load_default
+from peft_interp.shipped import default_processor, load_default
 from peft_interp.metrics import prompt_readability
 from peft_interp.tuners.intcoop.attributes import ConceptWorldAttributes
 

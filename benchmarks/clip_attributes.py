@@ -25,7 +25,7 @@ import torch
 
 from peft_interp.data import load_conceptworld
 from peft_interp.data.conceptworld import attribute_vocabulary
-from peft_interp.hub import load_default
+from peft_interp.shipped import load_default
 from peft_interp.pretrain import ATTRIBUTE_PROMPTS, CLIP_MEAN_STD, DINOV2_MEAN_STD, attribute_zero_shot, normalize
 
 from conceptworld_baselines import linear_probe

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from peft_interp.data import class_names, load_conceptworld
 from peft_interp.data.conceptworld import PART_NAMES
-from peft_interp.hub import default_processor, default_tokenizer, load_default, pretraining_info
+from peft_interp.shipped import default_processor, default_tokenizer, load_default, pretraining_info
 from peft_interp.pretrain import patch_part_labels
 
 

@@ -29,7 +29,7 @@ from peft_interp import name_concepts
 from peft_interp.pipeline import image_transform, method_config
 from peft_interp.data import PART_NAMES, class_names, load_conceptworld
 from peft_interp.evaluation import DEFAULT_FRACTIONS, deletion_curves, load_metric, part_mass
-from peft_interp.hub import load_default
+from peft_interp.shipped import load_default
 from peft_interp.naming import concept_maps, naming_accuracy
 from peft_interp.training import ImageCollator, InterpTrainer, TrainingArguments
 

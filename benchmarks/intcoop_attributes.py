@@ -39,7 +39,7 @@ from peft import get_peft_model
 from peft_interp import IntCoOpConfig
 from peft_interp.data import class_names, load_conceptworld
 from peft_interp.data.conceptworld import attribute_vocabulary
-from peft_interp.hub import default_processor, default_tokenizer, load_default
+from peft_interp.shipped import default_processor, default_tokenizer, load_default
 from peft_interp.tuners.intcoop import ConceptWorldAttributes, ZeroShotAttributes
 
 PART, KIND = "wing", "color"  # ConceptWorldAttributes' default

@@ -126,7 +126,7 @@ def timing(args) -> None:
 
 def agreement(args) -> None:
     from peft_interp.data import class_names, load_conceptworld
-    from peft_interp.hub import default_processor, load_default
+    from peft_interp.shipped import default_processor, load_default
 
     names = class_names("base_train")
     model = get_peft_model(load_default("clip"), IPLConfig(class_names=names, prefilter_size=None))

@@ -5,7 +5,7 @@ Runs on a CPU in a few minutes and needs no network:
     python examples/ivpt_quickstart.py [--steps 60] [--output-dir outputs/ivpt_quickstart]
 
 1. ConceptWorld base classes (50 classes of synthetic birds), 16 training images per class.
-2. A small DINOv2: the checkpoint shipped with peft-interp when present (``peft_interp.hub``), otherwise a
+2. A small DINOv2: the checkpoint shipped with peft-interp when present (``peft_interp.shipped``), otherwise a
    randomly initialised one built from a config. With network access, use
    ``Dinov2Model.from_pretrained("facebook/dinov2-with-registers-base")`` and ``image_size=518`` instead.
 3. IVPT and VPT-deep adapters trained the same way; accuracy on held-out images.
@@ -40,7 +40,7 @@ MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])  # 
 def load_backbone(seed: int) -> tuple[torch.nn.Module, str]:
     """The shipped ConceptWorld DINOv2 if the package has it, else a random small one."""
     try:
-        from peft_interp.hub import load_default
+        from peft_interp.shipped import load_default
 
         return load_default("dinov2"), "DINOv2 pretrained on ConceptWorld (shipped)"
     except (ImportError, OSError, ValueError):

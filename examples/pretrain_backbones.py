@@ -25,7 +25,7 @@ import transformers
 
 from peft_interp.data.conceptworld import ConceptWorldConfig
 from peft_interp.data.tokenizer import load_clip_tokenizer
-from peft_interp.hub import CHECKPOINTS_DIR, DEFAULT_BACKBONES
+from peft_interp.shipped import CHECKPOINTS_DIR, DEFAULT_BACKBONES
 from peft_interp.pretrain import (
     PretrainingSettings,
     attribute_zero_shot,

@@ -55,7 +55,7 @@ def _train(backbone, config, dataset, transform, output_dir: Path, steps: int, s
 
 def _visual_rows(output_dir: Path, steps: int, seed: int) -> tuple[list[dict], dict]:
     from .data import PART_NAMES
-    from .hub import load_default
+    from .shipped import load_default
     from .training.data import ImageCollator
     from .training.evaluation import evaluate_parts
 
@@ -88,7 +88,7 @@ def _name_concepts(model, train, transform) -> None:
 
 
 def _text_rows(output_dir: Path, steps: int, seed: int) -> tuple[list[dict], dict]:
-    from .hub import load_default
+    from .shipped import load_default
     from .training.data import ImageCollator
     from .training.evaluation import evaluate_base_to_novel
 

@@ -29,7 +29,7 @@ def method_config(method: str, class_names: list[str], settings: dict):
 def load_backbone(name: str):
     """A shipped backbone (``conceptworld-dinov2`` / ``conceptworld-clip``, or ``peft-interp/...``, as adapters
     record them), a local folder or a Hub id."""
-    from .hub import load_default, shipped_backbone
+    from .shipped import load_default, shipped_backbone
 
     if shipped_backbone(name) is not None:
         return load_default(name)

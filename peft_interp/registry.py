@@ -284,7 +284,7 @@ class _BaseModelLoader:
 
     @staticmethod
     def from_pretrained(name_or_path: str, revision: str | None = None, **kwargs: Any):
-        from .hub import load_base_model
+        from .shipped import load_base_model
 
         return load_base_model(name_or_path, **({"revision": revision} if revision else {}), **kwargs)
 

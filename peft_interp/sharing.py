@@ -25,7 +25,7 @@ from urllib.parse import quote
 import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, hf_hub_download
 
-from .hub import shipped_backbone
+from .shipped import shipped_backbone
 from .registry import method_spec
 from .tuners.explanation import POSITION_SIMILARITY_MEANING, PromptPosition, position_prompt, position_similarity_line
 
@@ -208,7 +208,7 @@ def usage_snippet(config, repo_id: str) -> str:
     base = config.base_model_name_or_path or "<base model>"
     model_class = "CLIPModel" if method_spec(config.method_name).family == "clip" else "AutoModel"
     if shipped_backbone(base) is not None:  # shipped with the package, loaded offline
-        imports, loading = "from peft_interp.hub import load_base_model", f"base = load_base_model({python_literal(base)})"
+        imports, loading = "from peft_interp.shipped import load_base_model", f"base = load_base_model({python_literal(base)})"
     else:
         imports = f"from transformers import {model_class}"
         loading = f"base = {model_class}.from_pretrained({python_literal(base)})"

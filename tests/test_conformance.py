@@ -282,7 +282,7 @@ def eval_loss(model, rows: ImageRows, batch_size: int) -> float:
 
 # ------------------------------------------------------------------------------------------ portable names
 def test_adapters_on_shipped_backbones_name_them_portably(tmp_path):
-    from peft_interp.hub import CHECKPOINTS_DIR, load_default
+    from peft_interp.shipped import CHECKPOINTS_DIR, load_default
     from peft_interp.sharing import usage_snippet
 
     model = perturbed(get_peft_model(load_default("dinov2"), VPTDeepConfig(num_classes=3, num_prompt_tokens=2)))

@@ -25,7 +25,7 @@ from peft_interp.data.conceptworld import (
     attribute_vocabulary,
     sample_attributes,
 )
-from peft_interp.hub import (
+from peft_interp.shipped import (
     DEFAULT_BACKBONES,
     checkpoint_path,
     default_processor,
@@ -95,6 +95,7 @@ def test_checkpoints_load_offline(clip, dinov2):
 def test_unknown_backbone_name():
     with pytest.raises(ValueError, match="unknown default backbone"):
         load_default("resnet")
+
 
 
 def test_clip_architecture(clip):

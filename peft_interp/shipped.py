@@ -27,7 +27,7 @@ With network access, the same code runs on the real models; only the loading lin
 (`Dinov2Model.from_pretrained("facebook/dinov2-base")` for DINOv2 without registers.) Offline:
 
 ```python
->>> from peft_interp.hub import default_processor, load_default
+>>> from peft_interp.shipped import default_processor, load_default
 >>> clip = load_default("clip")
 >>> processor = default_processor("clip")  # 64 px, OpenAI CLIP's mean and std
 >>> pixel_values = processor(images, return_tensors="pt").pixel_values  # doctest: +SKIP
@@ -67,6 +67,20 @@ _DEFAULTS = {
 }
 DEFAULT_BACKBONES = tuple(_DEFAULTS)
 NAMESPACE = "peft-interp"  # portable names of the shipped backbones: "peft-interp/conceptworld-clip", ...
+
+__all__ = [
+    "CHECKPOINTS_DIR",
+    "DEFAULT_BACKBONES",
+    "NAMESPACE",
+    "checkpoint_path",
+    "default_processor",
+    "default_tokenizer",
+    "load_base_model",
+    "load_default",
+    "portable_name",
+    "pretraining_info",
+    "shipped_backbone",
+]
 
 
 def portable_name(name: str) -> str:
