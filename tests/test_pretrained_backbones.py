@@ -97,6 +97,19 @@ def test_unknown_backbone_name():
         load_default("resnet")
 
 
+def test_old_module_name_hub_still_imports_with_a_deprecation_warning(monkeypatch):
+    import importlib
+    import sys
+
+    import peft_interp.shipped
+
+    monkeypatch.delitem(sys.modules, "peft_interp.hub", raising=False)
+    with pytest.warns(DeprecationWarning, match="peft_interp.hub is renamed peft_interp.shipped"):
+        hub = importlib.import_module("peft_interp.hub")
+    assert hub.load_base_model is peft_interp.shipped.load_base_model
+    assert set(hub.__all__) == set(peft_interp.shipped.__all__)
+    assert all(getattr(hub, name) is getattr(peft_interp.shipped, name) for name in hub.__all__)
+
 
 def test_clip_architecture(clip):
     vision, text = clip.config.vision_config, clip.config.text_config
