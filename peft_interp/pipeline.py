@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+from .data.preprocessing import image_transform
 from .registry import NAMESPACE, method_spec, registered_methods
 
 SHIPPED_MODELS = {"conceptworld-dinov2": "dinov2", "conceptworld-clip": "clip"}
@@ -108,17 +109,6 @@ def check_classes_match(adapter_config: dict, names: list[str], adapter: str) ->
         differ = [(a, b) for a, b in zip(saved, names) if a != b]
         raise ValueError(f"--adapter {adapter} was trained on classes named differently from the dataset's (adapter vs "
                          f"dataset: {differ[:3]}); give --class-names in the adapter's order")  # fmt: skip
-
-
-def image_transform(model, image_size: int | None = None):
-    from .backbones import resolve_vision_layout
-    from .training.data import ImageTransform, normalization_for
-
-    config = model.config
-    vision = getattr(config, "vision_config", config)
-    mean, std = normalization_for(config.model_type)
-    resolve_vision_layout(model)  # fails early with a clear message for unsupported models
-    return ImageTransform(image_size or vision.image_size, mean, std)
 
 
 # --------------------------------------------------------------------------------------------------- data

@@ -65,7 +65,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import CLIPConfig, CLIPModel, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from .data.conceptworld import (
     ATTRIBUTE_KINDS,
@@ -78,14 +77,16 @@ from .data.conceptworld import (
     attribute_vocabulary,
     generate_split,
 )
+from .data.preprocessing import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from .data.preprocessing import normalize as normalize_uint8
 from .data.tokenizer import CLIP_CONTEXT_LENGTH, load_clip_tokenizer
 
 
 IMAGE_SIZE = 64
 PATCH_SIZE = 8
 
-CLIP_MEAN_STD = (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
-DINOV2_MEAN_STD = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+CLIP_MEAN_STD = (CLIP_MEAN, CLIP_STD)
+DINOV2_MEAN_STD = (IMAGENET_MEAN, IMAGENET_STD)
 
 Attributes = dict[str, dict[str, str]]  # {part: {"color": word, "pattern": word, "shape": word}}
 
@@ -259,9 +260,8 @@ def patch_part_labels(part_masks: torch.Tensor, patch_size: int) -> torch.Tensor
 
 def normalize(images: torch.Tensor, mean_std: tuple[Sequence[float], Sequence[float]]) -> torch.Tensor:
     """uint8 images `(B, 3, H, W)` -> float32 pixel values `(B, 3, H, W)`, as the image processors compute them
-    (rescaled to [0, 1], then standardised per channel)."""
-    mean, std = (torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1) for values in mean_std)
-    return (images.float() / 255.0 - mean) / std
+    (rescaled to [0, 1], then standardised per channel: `peft_interp.data.preprocessing.normalize`)."""
+    return normalize_uint8(images, *mean_std)
 
 
 def random_flips(batch_size: int, generator: torch.Generator) -> torch.Tensor:

@@ -127,12 +127,8 @@ def test_cross_dataset_scores_the_imagenet_prompt_on_each_target(setup, tmp_path
     # independent check: the trained adapter, pointed at ImageNet-A's 3 classes, scores the recorded accuracy
     from peft_interp.pipeline import load_backbone
     from peft_interp.datasets import load_benchmark_dataset
-    from peft_interp.training.data import (
-        CLIP_MEAN,
-        CLIP_STD,
-        ImageCollator,
-        ImageTransform,
-    )
+    from peft_interp.data.preprocessing import CLIP_MEAN, CLIP_STD, ImageTransform
+    from peft_interp.training.data import ImageCollator
     from peft_interp.training.evaluation import evaluate_accuracy
 
     adapter = tmp_path / "runs" / "domain_generalization" / "imagenet" / "16shot-seed1" / "adapter"

@@ -1,7 +1,8 @@
-"""Data for peft_interp: the ConceptWorld synthetic dataset and OpenAI CLIP's tokenizer, offline.
+"""Data for peft_interp: the ConceptWorld synthetic dataset and OpenAI CLIP's tokenizer, offline, and the image
+preprocessing every path shares (`preprocessing`).
 
 Names are imported lazily (on first access), so `import peft_interp.data` stays cheap: `datasets` is only imported
-with ConceptWorld and `transformers` with the tokenizer.
+with ConceptWorld and `transformers` with the tokenizer or the preprocessing.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ _LAZY_IMPORTS = {
         "load_conceptworld",
         "render_sample",
         "split_classes",
+    ),
+    "preprocessing": (
+        "ImageTransform",
+        "image_statistics",
+        "image_transform",
     ),
     "tokenizer": (
         "CLIP_CONTEXT_LENGTH",
@@ -64,6 +70,7 @@ if TYPE_CHECKING:
         render_sample,
         split_classes,
     )
+    from .preprocessing import ImageTransform, image_statistics, image_transform  # noqa: F401
     from .tokenizer import (  # noqa: F401
         CLIP_CONTEXT_LENGTH,
         CLIP_TOKENIZER_DIR,

@@ -24,18 +24,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, standardize
 from ..registry import registered_methods
-from .data import IMAGENET_MEAN, IMAGENET_STD
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """PIL image -> ``(3, H, W)`` float in [0, 1]."""
     array = np.asarray(image.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
-
-
-def normalize(image: torch.Tensor, mean, std) -> torch.Tensor:
-    return (image - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
 
 
 def resize(image: torch.Tensor, size: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
@@ -106,7 +102,7 @@ class CoOpTrainTransform:
         pixels = resize(pixels[:, top : top + h, left : left + w], (self.image_size, self.image_size))
         if torch.rand(()).item() < self.flip_probability:
             pixels = pixels.flip(-1)
-        return normalize(pixels, self.mean, self.std)
+        return standardize(pixels, self.mean, self.std)
 
 
 @dataclass
@@ -137,7 +133,7 @@ class IVPTTrainTransform:
         top = int(torch.randint(0, height - self.image_size + 1, ()).item())
         left = int(torch.randint(0, width - self.image_size + 1, ()).item())
         pixels = pixels[:, top : top + self.image_size, left : left + self.image_size]
-        return normalize(pixels, self.mean, self.std)
+        return standardize(pixels, self.mean, self.std)
 
 
 def recipe_train_transform(method: str, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):

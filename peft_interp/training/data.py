@@ -26,10 +26,8 @@ from datasets import Image as ImageFeature
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..data.preprocessing import CONVERTIBLE_MODES, ImageTransform
 from ..validation import check_class_names
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
@@ -168,23 +166,6 @@ def _check_images(dataset: Dataset, column: str) -> None:
                              f"converted to RGB without guessing its range; expected one of {sorted(CONVERTIBLE_MODES)}")  # fmt: skip
 
 
-SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})  # 16-bit PNG/TIFF greyscale (PIL reads as I)
-CONVERTIBLE_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "La", "RGBa"}) | SIXTEEN_BIT_MODES
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """``image`` as 8-bit RGB; 16-bit greyscale is scaled by 255 / 65535 (PIL's ``convert`` would clip at 255)."""
-    if image.mode in SIXTEEN_BIT_MODES:
-        values = np.asarray(image, dtype=np.int64)
-        if values.min() < 0 or values.max() > 65535:
-            raise ValueError(f"a mode-{image.mode} image holds values in [{values.min()}, {values.max()}], outside the "
-                             "16-bit range [0, 65535]")  # fmt: skip
-        return Image.fromarray(np.round(values * (255 / 65535)).astype(np.uint8), mode="L").convert("RGB")
-    if image.mode not in CONVERTIBLE_MODES:
-        raise ValueError(f"images of mode {image.mode!r} cannot be converted to RGB without guessing their range")
-    return image.convert("RGB")
-
-
 def open_image(item) -> Image.Image:
     """A dataset's image value (PIL image, ``{"bytes", "path"}`` dict or path) as a PIL image."""
     if isinstance(item, Image.Image):
@@ -234,46 +215,6 @@ def select_classes(dataset: Dataset, class_ids: list[int], label_column: str = "
 
 
 # ---------------------------------------------------------------------------------------------------- tensors
-def normalization_for(model_type: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean and std a backbone family was trained with (CLIP's own, ImageNet's for the rest)."""
-    return (CLIP_MEAN, CLIP_STD) if model_type.startswith("clip") else (IMAGENET_MEAN, IMAGENET_STD)
-
-
-@dataclass
-class ImageTransform:
-    """PIL image -> normalised ``(3, S, S)``: shorter side resized to ``S`` (bicubic), centre crop."""
-
-    image_size: int
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-
-    def to_array(self, image: Image.Image) -> np.ndarray:
-        """The resized, cropped ``(S, S, 3)`` uint8 image (what the model sees, for pictures)."""
-        image = to_rgb(image)
-        if image.size != (self.image_size, self.image_size):
-            scale = self.image_size / min(image.size)
-            size = (max(self.image_size, round(image.width * scale)), max(self.image_size, round(image.height * scale)))
-            image = image.resize(size, Image.BICUBIC)
-            left, top = (image.width - self.image_size) // 2, (image.height - self.image_size) // 2
-            image = image.crop((left, top, left + self.image_size, top + self.image_size))
-        return np.asarray(image, dtype=np.uint8)
-
-    def normalize(self, array: np.ndarray) -> torch.Tensor:
-        """``(S, S, 3)`` uint8 -> normalised ``(3, S, S)`` float."""
-        scaled = array.astype(np.float32) / 255.0
-        normalised = (scaled - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return torch.from_numpy(normalised.transpose(2, 0, 1).copy())
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.normalize(self.to_array(image))
-
-    def pictures_and_pixels(self, images: list[Image.Image]) -> tuple[np.ndarray, torch.Tensor]:
-        """``(N, S, S, 3)`` uint8 pictures (what the model sees, to draw on) and their ``(N, 3, S, S)`` model input,
-        each image resized once."""
-        pictures = np.stack([self.to_array(image) for image in images])
-        return pictures, torch.stack([self.normalize(picture) for picture in pictures])
-
-
 def crop_to_box(image: Image.Image, box, size: int) -> Image.Image:
     """``image`` cropped to ``box`` ``(x, y, width, height)`` (pixels) and resized to ``size x size`` (bicubic): the
     bounding-box frame of the part-consistency protocol."""

@@ -27,6 +27,7 @@ from typing import Any, Optional, Protocol
 import torch
 import torch.nn.functional as F
 
+from ...data.preprocessing import ImageTransform, image_statistics
 from ..clip_prompt.prompts import prompt_class_name
 
 DEFAULT_QUESTION = "Question: What is one adjective that describes the {} in this image? Answer:"
@@ -187,8 +188,9 @@ class ZeroShotAttributes:
         tokenizer: its CLIP tokenizer.
         vocabulary: candidate adjectives; default :data:`DEFAULT_ADJECTIVES`.
         template: with ``{}`` for ``"{adjective} {class name}"``.
-        transform: ``images -> (B, 3, S, S)`` pixel values; default: resize to the model's image size and CLIP's
-            mean / std normalisation.
+        transform: ``images -> (B, 3, S, S)`` pixel values; default: the command line's
+            :class:`~peft_interp.data.preprocessing.ImageTransform` at the model's image size, with its image
+            processor's mean and std.
         image_column, class_name_column: dataset columns read.
     """
 
@@ -205,7 +207,9 @@ class ZeroShotAttributes:
         if not vocabulary:
             raise ValueError("`vocabulary` must hold at least one adjective.")
         self.clip, self.tokenizer, self.vocabulary, self.template = clip, tokenizer, list(vocabulary), template
-        self.transform = transform or clip_transform(clip.config.vision_config.image_size)
+        if transform is None:
+            transform = ImageTransform(clip.config.vision_config.image_size, *image_statistics(clip)).batch
+        self.transform = transform
         self.image_column, self.class_name_column = image_column, class_name_column
         self._text: dict[str, torch.Tensor] = {}
 
@@ -226,25 +230,6 @@ class ZeroShotAttributes:
         names = batch[self.class_name_column]
         best = [int((self.text_features(name) @ image).argmax()) for image, name in zip(images, names)]
         return [self.vocabulary[i] for i in best]
-
-
-def clip_transform(image_size: int) -> Callable[[list], torch.Tensor]:
-    """PIL images / ``(H, W, 3)`` uint8 arrays -> ``(B, 3, S, S)`` CLIP-normalised pixels (bicubic resize)."""
-    import numpy as np
-
-    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
-    std = torch.tensor([0.26862954, 0.26130258, 0.27577711])[:, None, None]
-
-    def transform(images: list) -> torch.Tensor:
-        pixels = []
-        for image in images:
-            array = torch.from_numpy(np.asarray(image.convert("RGB") if hasattr(image, "convert") else image).copy())
-            chw = array.permute(2, 0, 1).float()[None] / 255
-            chw = F.interpolate(chw, size=(image_size, image_size), mode="bicubic", align_corners=False)[0]
-            pixels.append((chw.clamp(0, 1) - mean) / std)
-        return torch.stack(pixels)
-
-    return transform
 
 
 def add_attribute_column(
