@@ -12,8 +12,8 @@ computed from the means over seeds.
 * IPL (hybrid prompt): its words are chosen by the task loss on the cached training features, one per block of
   epochs (``IPLConfig`` defaults), as the trainers do.
 * Readability: the share of prompt tokens that read as words (a selected word, or a learnt vector whose nearest
-  token in the whole vocabulary is a readable word, ``peft_interp.metrics.prompt_readability``), and the readable
-  prompt of the first seed.
+  token in the whole vocabulary is a readable word, ``peft_interp.prompt_metrics.prompt_readability``), and the
+  readable prompt of the first seed.
 
 Learners added later plug in by one entry of ``LEARNERS`` (the name IPL knows them by, their config class and
 whether they train on features or pixels).
@@ -36,7 +36,7 @@ from peft_interp import CoOpConfig, DualViewMIConfig, IntCoOpConfig, IPLConfig
 from peft_interp.tuners import CoCoOpConfig, KgCoOpConfig, MaPLeConfig, PromptSRCConfig
 from peft_interp.data import class_names, load_conceptworld
 from peft_interp.shipped import default_processor, load_default
-from peft_interp.metrics import prompt_readability
+from peft_interp.prompt_metrics import prompt_readability
 from peft_interp.tuners.intcoop.attributes import ConceptWorldAttributes
 
 # row label -> (IPL's name of the learner or None, config class, trains on "features" or "pixels")

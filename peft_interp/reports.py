@@ -153,8 +153,9 @@ def caption_lines(probabilities: torch.Tensor, class_names: Sequence[str], label
 
 def faithfulness_lines(tuner: InterpTuner, pixel_values: torch.Tensor, labels: Sequence[int] | None) -> list[str]:
     """The decoded-prompt faithfulness on the explained images
-    (:func:`peft_interp.metrics.decoded_prompt_faithfulness`) as one line; a line saying why when it cannot be measured."""
-    from .metrics import decoded_prompt_faithfulness
+    (:func:`peft_interp.prompt_metrics.decoded_prompt_faithfulness`) as one line; a line saying why when it cannot be
+    measured."""
+    from .prompt_metrics import decoded_prompt_faithfulness
 
     if labels is None:
         return ["decoded-prompt faithfulness: needs the true classes of the images"]

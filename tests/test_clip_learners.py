@@ -460,7 +460,7 @@ def test_learners_are_registered_with_their_papers_recipes(config_cls, tuner_cls
 
 def test_cocoop_faithfulness_keeps_the_meta_net_bias(images):
     """The decoded prompt of CoCoOp is scored with its image-conditioned bias, as the model classifies."""
-    from peft_interp.metrics import decoded_prompt_faithfulness
+    from peft_interp.prompt_metrics import decoded_prompt_faithfulness
 
     model = cocoop(meta_net_reduction=4).eval()
     tuner = model.base_model

@@ -12,7 +12,7 @@ from peft import PeftModel, get_peft_model
 
 from peft_interp import CoOpConfig, CoOpModel, IPLConfig
 from peft_interp.data import load_clip_tokenizer
-from peft_interp.metrics import decoded_prompt_faithfulness
+from peft_interp.prompt_metrics import decoded_prompt_faithfulness
 from peft_interp.training import InterpTrainer, TrainingArguments
 from peft_interp.tuners.ipl import HybridPromptDecoding, register_context_learner
 from peft_interp.tuners.ipl.model import IPL_MODELS

@@ -69,7 +69,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "dualview_mi": (["peft_interp/tuners/dualview_mi"],
                     ["tests/test_dualview_mi.py", "tests/test_clip_weights.py", "tests/test_gradient_routes.py",
                      "tests/test_caches.py"]),
-    "ipl": (["peft_interp/tuners/ipl"], ["tests/test_ipl.py", "tests/test_metrics.py"]),
+    "ipl": (["peft_interp/tuners/ipl"], ["tests/test_ipl.py", "tests/test_prompt_metrics.py"]),
     "training": (["peft_interp/training"],
                  ["tests/test_trainer_schedule.py", "tests/test_training.py", "tests/test_data_and_cli.py",
                   "tests/test_evaluation_runner.py"]),

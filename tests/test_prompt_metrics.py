@@ -9,7 +9,7 @@ from peft import get_peft_model
 
 from peft_interp import CoOpConfig, IntCoOpConfig, IPLConfig
 from peft_interp.data import load_clip_tokenizer
-from peft_interp.metrics import decoded_prompt_faithfulness, prompt_readability
+from peft_interp.prompt_metrics import decoded_prompt_faithfulness, prompt_readability
 from peft_interp.tuners.clip_prompt.model import TOKEN_EMBEDDING
 
 from .tiny_models import make_clip

@@ -1,4 +1,4 @@
-"""Interpretability metrics.
+"""Interpretability metrics of learnt CLIP prompts.
 
 Prompt readability and faithfulness, for CLIP text-prompt tuners (CoOp, IPL, ...):
 
