@@ -266,7 +266,7 @@ def write_json(path: Path, value) -> None:
 def run_unit(config: BenchmarkConfig, dataset: str, seed: int, shots: int) -> dict:
     """Train and evaluate one (dataset, seed[, shots]) unit of ``base_to_novel``, ``few_shot`` or ``parts``."""
     from .training.data import ImageCollator
-    from .training.evaluation import (
+    from .evaluation.runner import (
         evaluate_accuracy,
         evaluate_base_to_novel,
         evaluate_parts,
@@ -307,7 +307,7 @@ def run_transfer(config: BenchmarkConfig, seed: int) -> None:
     """``cross_dataset`` / ``domain_generalization`` for one seed: train on the source once, then score every target
     whose unit is not finished (the source's own test set included)."""
     from .training.data import ImageCollator
-    from .training.evaluation import evaluate_accuracy
+    from .evaluation.runner import evaluate_accuracy
 
     output, shots = Path(config.output_dir), config.shots[0]
     targets = [config.source, *[name for name in config.datasets if name != config.source]]

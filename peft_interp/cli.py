@@ -133,7 +133,7 @@ def push_trained(model, output, args) -> None:
 
 def evaluate_command(args) -> dict:
     from .training.data import ImageCollator
-    from .training.evaluation import (
+    from .evaluation.runner import (
         evaluate_accuracy,
         evaluate_base_to_novel,
         evaluate_parts,

@@ -57,7 +57,7 @@ def _visual_rows(output_dir: Path, steps: int, seed: int) -> tuple[list[dict], d
     from .data import PART_NAMES
     from .shipped import load_default
     from .training.data import ImageCollator
-    from .training.evaluation import evaluate_parts
+    from .evaluation.runner import evaluate_parts
 
     transform = image_transform(load_default("dinov2"))
     train, names = _conceptworld("base_train", seed, transform.image_size, shots=SHOTS)
@@ -90,7 +90,7 @@ def _name_concepts(model, train, transform) -> None:
 def _text_rows(output_dir: Path, steps: int, seed: int) -> tuple[list[dict], dict]:
     from .shipped import load_default
     from .training.data import ImageCollator
-    from .training.evaluation import evaluate_base_to_novel
+    from .evaluation.runner import evaluate_base_to_novel
 
     transform = image_transform(load_default("clip"))
     train, base_names = _conceptworld("base_train", seed, transform.image_size, shots=SHOTS)

@@ -224,7 +224,7 @@ def explain_indices(model, dataset, transform, columns, args) -> list[int]:
     predictions = None
     if args.misclassified:
         from .training.data import ImageCollator
-        from .training.evaluation import predict
+        from .evaluation.runner import predict
 
         predictions, _ = predict(model, dataset, ImageCollator(transform, columns), args.batch_size)
     indices = sample_indices(labels, args.num_images, args.seed, predictions, misclassified=args.misclassified)

@@ -129,7 +129,7 @@ def test_cross_dataset_scores_the_imagenet_prompt_on_each_target(setup, tmp_path
     from peft_interp.datasets import load_benchmark_dataset
     from peft_interp.data.preprocessing import CLIP_MEAN, CLIP_STD, ImageTransform
     from peft_interp.training.data import ImageCollator
-    from peft_interp.training.evaluation import evaluate_accuracy
+    from peft_interp.evaluation.runner import evaluate_accuracy
 
     adapter = tmp_path / "runs" / "domain_generalization" / "imagenet" / "16shot-seed1" / "adapter"
     model = PeftModel.from_pretrained(load_backbone(str(root / "clip")), adapter).eval()

@@ -15,7 +15,7 @@ from peft_interp.evaluation import (
     stability_noise,
 )
 from peft_interp.training.data import ImageCollator, ImageTransform
-from peft_interp.training.evaluation import evaluate_base_to_novel, evaluate_parts
+from peft_interp.evaluation.runner import evaluate_base_to_novel, evaluate_parts
 
 from .tiny_models import IMAGE_SIZE, make_backbone, make_clip
 

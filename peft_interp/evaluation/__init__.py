@@ -29,6 +29,9 @@ The part metrics take per-image inputs built with :func:`part_vectors` (from act
 Protocol (EvalProtoPNet, as run by IVPT's authors): crop each CUB test image to its ground-truth box, resize to
 the model's input size, normalise; upsample each prototype's map bicubically into a 224 x 224 keypoint frame; the
 box of half-size 36 px around its first row-major maximum selects the visible keypoints it covers.
+
+:mod:`peft_interp.evaluation.runner` runs a trained adapter over a dataset and scores it with these metrics
+(``evaluate_accuracy``, ``evaluate_base_to_novel``, ``evaluate_parts``; imported on its own).
 """
 
 from __future__ import annotations

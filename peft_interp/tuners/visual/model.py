@@ -28,7 +28,7 @@ from .config import VisualPromptConfig
 
 
 class PartMaps(NamedTuple):
-    """What the part metrics score, from one forward pass (see ``peft_interp.training.evaluation``)."""
+    """What the part metrics score, from one forward pass (see ``peft_interp.evaluation.runner``)."""
 
     logits: torch.Tensor  # (B, C)
     prototype_maps: torch.Tensor  # (B, P, h, w) maps scored for part consistency and stability

@@ -1,5 +1,5 @@
 """Run a trained adapter over a dataset and score it with the packaged ``evaluate`` metrics
-(:mod:`peft_interp.evaluation`).
+(:func:`peft_interp.evaluation.load_metric`).
 
 * :func:`evaluate_accuracy` — top-1 accuracy over the adapter's classes;
 * :func:`evaluate_base_to_novel` — CLIP methods: accuracy on the base classes, then on the novel classes after
@@ -15,14 +15,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..evaluation import (
-    load_metric,
-    part_mass,
-    part_vectors,
-    scaled_box_half_size,
-    stability_noise,
-)
-from .data import ImageCollator, to_device
+from ..training.data import ImageCollator, to_device
+from . import load_metric
+from .parts import part_mass, part_vectors, scaled_box_half_size, stability_noise
 
 
 def _batches(dataset, batch_size: int, desc: str):
