@@ -203,15 +203,15 @@ def test_presence_group_size_takes_the_max_within_each_group():
 def test_identity_affine_leaves_images_unchanged():
     images = randn(2, 3, 8, 8).float()
     warp, unwarp = losses.random_affine(2, 8, 0.0, 0.0, (1.0, 1.0))
-    torch.testing.assert_close(losses.apply_affine(images, warp, "bilinear"), images)
-    torch.testing.assert_close(losses.apply_affine(images, unwarp, "nearest"), images)
+    torch.testing.assert_close(losses.warp_images(images, warp, "bilinear"), images)
+    torch.testing.assert_close(losses.warp_images(images, unwarp, "nearest"), images)
 
 
 def test_quarter_turn_is_exact_permutation():
     """A rotation by exactly 90 degrees maps the pixel grid onto itself: warping is a transpose + flip."""
     warp = torch.tensor([[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]])
     image = torch.arange(16.0).view(1, 1, 4, 4)
-    rotated = losses.apply_affine(image, warp, "nearest")
+    rotated = losses.warp_images(image, warp, "nearest")
     assert torch.equal(rotated, torch.rot90(image, k=1, dims=(2, 3))) or torch.equal(
         rotated, torch.rot90(image, k=-1, dims=(2, 3))
     )

@@ -119,7 +119,7 @@ def random_affine(
     return warp.expand(batch_size, 2, 3), unwarp.expand(batch_size, 2, 3)
 
 
-def apply_affine(images: torch.Tensor, theta: torch.Tensor, mode: str) -> torch.Tensor:
+def warp_images(images: torch.Tensor, theta: torch.Tensor, mode: str) -> torch.Tensor:
     """Resample ``(B, C, H, W)`` with the sampling matrices ``theta`` ``(B, 2, 3)``; zeros outside."""
     grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)

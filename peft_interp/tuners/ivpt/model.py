@@ -182,10 +182,10 @@ class IVPTModel(VisualPromptTuner):
             device=pixel_values.device,
             per_image=config.equivariance_transform == "per_image",
         )
-        records, head = self._concepts(losses.apply_affine(pixel_values, warp, mode="bilinear"))
+        records, head = self._concepts(losses.warp_images(pixel_values, warp, mode="bilinear"))
         warped_maps = [self._as_grid(r.maps) for r in records] + [self._as_grid(head.maps)]
         per_level = [
-            losses.equivariance_loss(maps, losses.apply_affine(warped, unwarp, mode="nearest"))
+            losses.equivariance_loss(maps, losses.warp_images(warped, unwarp, mode="nearest"))
             for maps, warped in zip(level_maps, warped_maps)
         ]
         return torch.stack(per_level).mean()
