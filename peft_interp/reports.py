@@ -377,7 +377,7 @@ def _num_classes(tuner: InterpTuner) -> int:
     return config.num_classes if getattr(config, "num_classes", None) else len(names)
 
 
-def _display_images(images, count: int) -> np.ndarray:
+def _first_uint8_images(images, count: int) -> np.ndarray:
     """``(N, H, W, 3)`` uint8 (numpy or torch), first ``count``."""
     array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
@@ -426,7 +426,7 @@ def write_explanations(
         raise ValueError(f"`images` has {len(images)} images but `pixel_values` has {len(pixel_values)}.")
     count = min(max_images, len(pixel_values))
     names = resolve_class_names(tuner, _num_classes(tuner), class_names)
-    shown = _display_images(images, count)
+    shown = _first_uint8_images(images, count)
     label_list = None if labels is None else [int(label) for label in labels][:count]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -520,7 +520,7 @@ def write_concept_gallery(
     if len(images) != len(pixel_values):
         raise ValueError(f"`images` has {len(images)} images but `pixel_values` has {len(pixel_values)}.")
     names = resolve_class_names(tuner, _num_classes(tuner), class_names)
-    shown = _display_images(images, len(images))
+    shown = _first_uint8_images(images, len(images))
     explanation = explain_all(model, pixel_values)
     if explanation.maps is None:
         raise ValueError(f"{type(tuner).__name__}'s explanations have no concept maps to make a gallery of.")

@@ -87,14 +87,14 @@ def _write_examples(model, folder: Path, pixels: torch.Tensor, images) -> list[s
 
     tuner = model.base_model
     explanation = explain_in_eval_mode(model, tuner, pixels)
-    shown = np.asarray(images) if images is not None else _display_images(pixels)
+    shown = np.asarray(images) if images is not None else _min_max_pictures(pixels)
     names = resolve_class_names(tuner, _num_classes(tuner), None)
     (folder / "examples").mkdir(exist_ok=True)
     report = explanation_report(tuner, explanation, pixels, shown, None, names, folder / "examples")
     return [f"examples/{filename}" for filename, _ in report.figures]
 
 
-def _display_images(pixels: torch.Tensor):
+def _min_max_pictures(pixels: torch.Tensor):
     """Min-max scale model inputs to uint8 pictures ``(B, S, S, 3)``."""
     low = pixels.amin(dim=(1, 2, 3), keepdim=True)
     high = pixels.amax(dim=(1, 2, 3), keepdim=True)

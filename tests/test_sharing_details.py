@@ -14,7 +14,7 @@ from peft import get_peft_model
 
 from peft_interp import CoOpConfig, IVPTConfig
 from peft_interp.sharing import (
-    _display_images,
+    _min_max_pictures,
     _explanation_markdown,
     _local_or_hub_file,
     load_adapter,
@@ -47,14 +47,14 @@ def test_explanation_markdown_lists_ten_classes_then_the_count():
     assert _explanation_markdown({}) == "See `explanation.json`."
 
 
-def test_display_images_scale_each_image_to_the_full_byte_range():
+def test_min_max_pictures_scale_each_image_to_the_full_byte_range():
     pixels = torch.stack([torch.full((3, 2, 2), -1.0), torch.zeros(3, 2, 2)])
     pixels[0, 0, 0, 0], pixels[1, 2, 1, 1] = 3.0, 0.5  # image 0 spans [-1, 3], image 1 [0, 0.5]
-    shown = _display_images(pixels)
+    shown = _min_max_pictures(pixels)
     assert shown.shape == (2, 2, 2, 3) and shown.dtype == np.uint8
     assert shown[0, 0, 0, 0] == 255 and shown[0, 1, 1, 2] == 0
     assert shown[1, 1, 1, 2] == 255 and shown[1, 0, 0, 0] == 0
-    flat = _display_images(torch.zeros(1, 3, 2, 2))  # constant image: no division by zero
+    flat = _min_max_pictures(torch.zeros(1, 3, 2, 2))  # constant image: no division by zero
     assert (flat == 0).all()
 
 
@@ -110,7 +110,7 @@ def test_clip_adapters_get_a_clip_card_and_snippet(tmp_path):
 def test_a_nearly_constant_example_image_is_not_stretched_to_full_contrast():
     pixels = torch.zeros(1, 3, 2, 2)
     pixels[0, 0, 0, 0] = 1e-10  # below the 1e-8 floor of the range: noise, not content
-    assert _display_images(pixels).max() <= 3
+    assert _min_max_pictures(pixels).max() <= 3
 
 
 def test_the_card_names_a_local_base_model_folder(tmp_path):
