@@ -2,7 +2,7 @@
 
 For each of the four attributes that define a ConceptWorld class (head colour, body colour, wing pattern, tail
 shape), every image is scored against one prompt per word of that attribute's vocabulary ("a photo of a bird with a
-{red} head.", "... with {striped} wings.", ...; `peft_interp.pretrain.ATTRIBUTE_PROMPTS`) and the most similar word
+{red} head.", "... with {striped} wings.", ...; `scripts/pretrain.py`'s `ATTRIBUTE_PROMPTS`) and the most similar word
 is compared with the image's true word. No downstream image was seen in pretraining.
 
 Next to zero-shot, two ceilings on the first split: a linear probe of the same attribute on CLIP's image embeddings
@@ -19,6 +19,8 @@ Prints a Markdown table: accuracy (%) per attribute and split, next to chance (1
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,9 +28,11 @@ import torch
 from peft_interp.data import load_conceptworld
 from peft_interp.data.conceptworld import attribute_vocabulary
 from peft_interp.shipped import load_default
-from peft_interp.pretrain import ATTRIBUTE_PROMPTS, CLIP_MEAN_STD, DINOV2_MEAN_STD, attribute_zero_shot, normalize
 
 from conceptworld_baselines import linear_probe
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: scripts/ is not installed
+from scripts.pretrain import ATTRIBUTE_PROMPTS, CLIP_MEAN_STD, DINOV2_MEAN_STD, attribute_zero_shot, normalize  # noqa: E402
 
 
 def split_images(split: str, images_per_class: int) -> tuple[torch.Tensor, list[dict]]:

@@ -22,7 +22,9 @@ Chance is 2% for every 50-class task. Usage:
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,7 +33,9 @@ from torch.nn import functional as F
 from peft_interp.data import class_names, load_conceptworld
 from peft_interp.data.conceptworld import PART_NAMES
 from peft_interp.shipped import default_processor, default_tokenizer, load_default, pretraining_info
-from peft_interp.pretrain import patch_part_labels
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: scripts/ is not installed
+from scripts.pretrain import patch_part_labels  # noqa: E402
 
 
 PROMPTS = {"bare class name": "{}", "a photo of a {}.": "a photo of a {}."}

@@ -1,6 +1,6 @@
 """Pretrains the tiny CLIP and DINOv2 shipped in `peft_interp/checkpoints/`, from scratch, on a CPU.
 
-Both are trained on ConceptWorld's pretraining split only (see `peft_interp/pretrain.py` for the objectives):
+Both are trained on ConceptWorld's pretraining split only (see `scripts/pretrain.py` for the objectives):
 
     python examples/pretrain_backbones.py                         # both, into peft_interp/checkpoints/
     python examples/pretrain_backbones.py --models clip --output-dir outputs/backbones
@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -26,7 +27,9 @@ import transformers
 from peft_interp.data.conceptworld import ConceptWorldConfig
 from peft_interp.data.tokenizer import load_clip_tokenizer
 from peft_interp.shipped import CHECKPOINTS_DIR, DEFAULT_BACKBONES
-from peft_interp.pretrain import (
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: scripts/ is not installed
+from scripts.pretrain import (  # noqa: E402
     PretrainingSettings,
     attribute_zero_shot,
     image_processor,

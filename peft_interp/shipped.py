@@ -1,7 +1,7 @@
 """The tiny pretrained backbones shipped with the package, loaded offline.
 
 `peft_interp/checkpoints/` holds two small models trained from scratch on ConceptWorld's pretraining split (see
-`peft_interp.pretrain` and `examples/pretrain_backbones.py`), in the ordinary Hugging Face format:
+`scripts/pretrain.py` and `examples/pretrain_backbones.py`), in the ordinary Hugging Face format:
 
     conceptworld-clip/     CLIPModel (64 px, 8 px patches, 128-wide 4-layer towers), CLIP tokenizer files,
                            CLIPImageProcessor config, pretraining.json
@@ -12,7 +12,7 @@ They stand in for the real backbones wherever no network is available (tests, ex
 to make results mean something: the CLIP classifies unseen ConceptWorld classes zero-shot from their names, and the
 DINOv2's patch tokens tell the bird's parts apart (`benchmarks/conceptworld_baselines.py`). The CLIP is trained
 contrastively on images and captions; the DINOv2 by masked image modelling plus supervised part and attribute
-losses on the pretraining split (not by self-distillation, see `peft_interp.pretrain`), so that it sees parts
+losses on the pretraining split (not by self-distillation, see `scripts/pretrain.py`), so that it sees parts
 partly by construction.
 
 With network access, the same code runs on the real models; only the loading line changes:

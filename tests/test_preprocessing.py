@@ -119,8 +119,8 @@ def test_a_model_folder_preprocessor_config_is_read_and_its_absence_falls_back(t
 
 
 def test_pretraining_and_augmentation_normalisation_are_the_old_formulas():
-    from peft_interp.pretrain import CLIP_MEAN_STD, DINOV2_MEAN_STD
-    from peft_interp.pretrain import normalize as pretrain_normalize
+    from scripts.pretrain import CLIP_MEAN_STD, DINOV2_MEAN_STD
+    from scripts.pretrain import normalize as pretrain_normalize
 
     images = torch.randint(0, 256, (2, 3, 5, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     for mean_std, old in ((CLIP_MEAN_STD, OLD_CLIP), (DINOV2_MEAN_STD, OLD_IMAGENET)):

@@ -33,7 +33,7 @@ from peft_interp.shipped import (
     load_default,
     pretraining_info,
 )
-from peft_interp.pretrain import (
+from scripts.pretrain import (
     ATTRIBUTE_PROMPTS,
     ATTRIBUTE_SLOTS,
     CLIP_MEAN_STD,
@@ -109,6 +109,17 @@ def test_old_module_name_hub_still_imports_with_a_deprecation_warning(monkeypatc
     assert hub.load_base_model is peft_interp.shipped.load_base_model
     assert set(hub.__all__) == set(peft_interp.shipped.__all__)
     assert all(getattr(hub, name) is getattr(peft_interp.shipped, name) for name in hub.__all__)
+
+
+def test_the_installed_package_does_not_import_the_build_time_scripts():
+    from pathlib import Path
+
+    import peft_interp
+
+    package = Path(peft_interp.__file__).parent
+    importers = [str(path.relative_to(package)) for path in package.rglob("*.py")
+                 if re.search(r"^\s*(from|import)\s+(scripts|peft_interp\.pretrain)\b", path.read_text("utf-8"), re.M)]
+    assert importers == [] and not (package / "pretrain.py").exists()
 
 
 def test_clip_architecture(clip):

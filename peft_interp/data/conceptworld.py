@@ -46,7 +46,7 @@ thicker (the colours stay far apart: every attribute is still visible). Downstre
 `ConceptWorldConfig.downstream_style` (default `"painting"`); of the pretraining split only a small fraction
 (`pretraining_style_fraction`, 10%) is. This leaves prompt learning the kind of room it has on real data: a
 hand-written "a photo of a {}." is not the best text for the downstream domain, because the backbone saw that domain
-rarely (and its captions named it rarely, see `peft_interp.pretrain`), so a learnt context has something to learn;
+rarely (and its captions named it rarely, see `scripts/pretrain.py`), so a learnt context has something to learn;
 zero-shot still works because the birds are drawn the same way. Set `downstream_style="photo"` for the original
 dataset.
 

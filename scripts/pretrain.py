@@ -66,7 +66,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import CLIPConfig, CLIPModel, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 
-from .data.conceptworld import (
+from peft_interp.data.conceptworld import (
     ATTRIBUTE_KINDS,
     CLASS_ATTRIBUTES,
     COLORS,
@@ -77,9 +77,9 @@ from .data.conceptworld import (
     attribute_vocabulary,
     generate_split,
 )
-from .data.preprocessing import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
-from .data.preprocessing import normalize as normalize_uint8
-from .data.tokenizer import CLIP_CONTEXT_LENGTH, load_clip_tokenizer
+from peft_interp.data.preprocessing import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from peft_interp.data.preprocessing import normalize as normalize_uint8
+from peft_interp.data.tokenizer import CLIP_CONTEXT_LENGTH, load_clip_tokenizer
 
 
 IMAGE_SIZE = 64
