@@ -57,7 +57,9 @@ class IPLConfig(ClipPromptConfig):
     Context learner (``context_learner``): IPL plugs into the prompt learner whose soft context it splits: ``"coop"``
     (CoOp's shared context) or ``"intcoop"`` (IntCoOp's image-conditioned context ``v_i + MHA_i(x)`` and attribute
     slot ``A(x)``; the word slots interleave with the conditioned context, the attribute slot stays before the class
-    name), or any learner registered with :func:`peft_interp.tuners.ipl.register_context_learner`.
+    name), ``"cocoop"``, ``"kgcoop"``, ``"maple"`` or ``"promptsrc"`` (their deep text prompts take over only the
+    class context ``P`` in the deeper blocks; MaPLe couples ``P`` to its vision prompts), or any learner registered
+    with :func:`peft_interp.tuners.ipl.register_context_learner`.
 
     Args:
         class_names, template, context_init, cache_image_features, tokenizer_name_or_path: see
@@ -85,7 +87,8 @@ class IPLConfig(ClipPromptConfig):
             bound when gains diminish) could still beat the best fresh one; True.
         lazy_batch_size (`int`): Candidates re-scored together by lazy greedy; 8.
         redundancy_weight (`float`): ``gamma`` of the diversity penalty; 0.1 as in the reference trainer.
-        context_learner (`str`): ``"coop"`` (default), ``"intcoop"`` or a registered learner.
+        context_learner (`str`): ``"coop"`` (default), ``"intcoop"``, ``"cocoop"``, ``"kgcoop"``, ``"maple"``,
+            ``"promptsrc"`` or a learner registered later.
         learner_settings (`dict`, *optional*): The learner's own settings (fields of its config other than the
             prompt fields above); each becomes an attribute of this config. Only the overrides are saved.
         intcoop (`dict`, *optional*): Same as ``learner_settings`` for ``context_learner="intcoop"`` (e.g.
