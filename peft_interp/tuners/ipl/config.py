@@ -82,7 +82,11 @@ class IPLConfig(ClipPromptConfig):
             5000; ``None`` keeps all readable words (about 32,000).
         prefilter_size (`int`, *optional*): Score exactly only this many candidates, the best by a cheap proxy (the
             spread over classes of the cosine between ``g("w")`` and the current probe features); ``None``: score
-            every candidate. 32.
+            every candidate. 32: a greedy step then costs about 9 CPU seconds at CLIP-B/16 size with 100 classes
+            (``benchmarks/ipl_selection_cost.py``), twice that at 64. The proxy is weak: on the shipped ConceptWorld
+            CLIP (50 classes, 5000 candidates) the pick of the first two steps was never the exact best at any pool
+            size from 8 to 256; its exact rank was 609 and 582 at 32, 217 and 582 at 64, 3 and 2 at 128, so 64
+            does not earn its doubled cost.
         lazy_greedy (`bool`): From the second step on, re-score a candidate only while its previous gain (an upper
             bound when gains diminish) could still beat the best fresh one; True.
         lazy_batch_size (`int`): Candidates re-scored together by lazy greedy; 8.
