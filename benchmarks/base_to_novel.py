@@ -7,10 +7,14 @@ computed from the means over seeds.
 
 * Learners on frozen image features (CoOp, DualViewMI, and IPL over CoOp): the image tower is frozen and
   unprompted, so image features are computed once and every step only runs the text side.
-* IntCoOp (and IPL over IntCoOp), MaPLe and PromptSRC prompt the image tower: trained on pixels for
+* IntCoOp, MaPLe and PromptSRC (and IPL over them) prompt the image tower: trained on pixels for
   ``--intcoop-steps`` steps, IntCoOp with ConceptWorld's ground-truth attribute (the wing colour) as its word.
 * IPL (hybrid prompt): its words are chosen by the task loss on the cached training features, one per block of
-  epochs (``IPLConfig`` defaults), as the trainers do.
+  epochs (``IPLConfig`` defaults), as the trainers do. Its cost grows with the candidate vocabulary
+  (``--ipl-vocabulary``: every candidate's own text feature is computed once per run, and the pre-filter ranks them
+  all) and with the candidates scored exactly per step (``--ipl-prefilter``); ``--fast`` bounds both and the steps.
+* Time: each row's seconds are measured on the first seed and the estimated total is printed then; ``--rows``
+  runs only the named rows (e.g. ``--rows "CoOp + IPL"`` with one seed to time one row).
 * Readability: the share of prompt tokens that read as words (a selected word, or a learnt vector whose nearest
   token in the whole vocabulary is a readable word, ``peft_interp.prompt_metrics.prompt_readability``), and the
   readable prompt of the first seed.
@@ -19,6 +23,7 @@ Learners added later plug in by one entry of ``LEARNERS`` (the name IPL knows th
 whether they train on features or pixels).
 
     python benchmarks/base_to_novel.py [--seeds 1 2 3] [--shots 16] [--steps 200] [--intcoop-steps 60] [--skip-pixels]
+        [--ipl-vocabulary 5000] [--ipl-prefilter 32] [--fast] [--rows "CoOp" "CoOp + IPL" ...]
 """
 
 from __future__ import annotations
@@ -45,13 +50,15 @@ LEARNERS = {
     "CoCoOp": ("cocoop", CoCoOpConfig, "features"),
     "KgCoOp": ("kgcoop", KgCoOpConfig, "features"),
     "IntCoOp": ("intcoop", IntCoOpConfig, "pixels"),
+    "MaPLe": ("maple", MaPLeConfig, "pixels"),
+    "PromptSRC": ("promptsrc", PromptSRCConfig, "pixels"),
 }
 OTHERS = {  # no IPL variant (yet)
-    "MaPLe": (None, MaPLeConfig, "pixels"),
-    "PromptSRC": (None, PromptSRCConfig, "pixels"),
     "DualViewMI": (None, DualViewMIConfig, "features"),
 }
 INTCOOP_SETTINGS = {"visual_prompt_depth": 4}  # every block of the shipped 4-block image tower
+# --fast: what bounds the cost of a 3-seed table of all rows (see the module docstring); explicit flags win
+FAST = {"ipl_vocabulary": 1000, "ipl_prefilter": 16, "shots": 8, "steps": 100, "intcoop_steps": 30}
 DEEP_SETTINGS = {"MaPLe": {"prompt_depth": 4}, "PromptSRC": {"text_prompt_depth": 4, "vision_prompt_depth": 4}}  # 4 blocks
 
 
@@ -67,13 +74,14 @@ def image_features(model, pixels: torch.Tensor) -> torch.Tensor:
     return torch.cat([model.base_model.encode_image(pixels[i : i + 256]) for i in range(0, len(pixels), 256)])
 
 
-def build(label: str, ipl: bool, names: list[str]):
+def build(label: str, ipl: dict | None, names: list[str]):
+    """The row's model; ``ipl``: ``None`` for the learner alone, else IPL's own settings (vocabulary, pre-filter)."""
     learner, config_cls, _ = {**LEARNERS, **OTHERS}[label]
-    if not ipl:
-        settings = INTCOOP_SETTINGS if learner == "intcoop" else DEEP_SETTINGS.get(label, {})
+    settings = INTCOOP_SETTINGS if learner == "intcoop" else DEEP_SETTINGS.get(label, {})
+    if ipl is None:
         return get_peft_model(load_default("clip"), config_cls(class_names=names, **settings))
-    settings = {"learner_settings": INTCOOP_SETTINGS} if learner == "intcoop" else {}
-    return get_peft_model(load_default("clip"), IPLConfig(class_names=names, context_learner=learner, **settings))
+    config = IPLConfig(class_names=names, context_learner=learner, learner_settings=settings or None, **ipl)
+    return get_peft_model(load_default("clip"), config)
 
 
 def train(model, data: dict, kind: str, steps: int, batch_size: int, lr: float, seed: int) -> None:
@@ -133,6 +141,10 @@ def readability(model) -> tuple[float, str]:
     return share, prompt
 
 
+def row_name(label: str, ipl: bool) -> str:
+    return f"{label} + IPL" if ipl else label
+
+
 def harmonic_mean(base: float, novel: float) -> float:
     return 2 * base * novel / (base + novel) if base + novel else 0.0
 
@@ -149,7 +161,19 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.5, help="SGD learning rate (tiny CLIP; the papers use 0.002)")
     parser.add_argument("--intcoop-lr", type=float, default=0.05, help="SGD learning rate of the learners on pixels")
     parser.add_argument("--skip-pixels", action="store_true", help="leave out the learners trained on pixels")
+    parser.add_argument("--ipl-vocabulary", type=int, default=IPLConfig.vocabulary_size,
+                        help="IPL's candidate words (IPLConfig.vocabulary_size: the most frequent readable words)")
+    parser.add_argument("--ipl-prefilter", type=int, default=IPLConfig.prefilter_size,
+                        help="candidates IPL scores exactly per greedy step (IPLConfig.prefilter_size)")
+    parser.add_argument("--fast", action="store_true",
+                        help=f"bounded cost: {FAST} unless given (a 3-seed table of all rows in about 20 minutes on "
+                             "2 CPU cores)")  # fmt: skip
+    parser.add_argument("--rows", nargs="+", default=None, help='only these rows, e.g. "CoOp" "CoOp + IPL"')
     args = parser.parse_args()
+    if args.fast:  # FAST becomes the defaults: flags given on the command line still win
+        parser.set_defaults(**FAST)
+        args = parser.parse_args()
+    ipl_settings = {"vocabulary_size": args.ipl_vocabulary, "prefilter_size": args.ipl_prefilter}
 
     base_names, novel_names = class_names("base_train"), class_names("novel_train")
     probe = get_peft_model(load_default("clip"), CoOpConfig(class_names=base_names))
@@ -160,6 +184,12 @@ def main() -> None:
     rows = [(label, False) for label in LEARNERS] + [(label, True) for label in LEARNERS] + [(label, False) for label in OTHERS]
     if args.skip_pixels:
         rows = [row for row in rows if {**LEARNERS, **OTHERS}[row[0]][2] == "features"]
+    if args.rows:
+        unknown = set(args.rows) - {row_name(*row) for row in rows}
+        if unknown:
+            parser.error(f"--rows: unknown rows {sorted(unknown)}; rows: {[row_name(*row) for row in rows]}")
+        rows = [row for row in rows if row_name(*row) in args.rows]
+    row_seconds: dict[str, float] = {}
     results: dict[str, list] = {"zero-shot CLIP": []}
     prompts: dict[str, str] = {}
     start = time.perf_counter()
@@ -174,9 +204,10 @@ def main() -> None:
         results["zero-shot CLIP"].append((*zero_shot, float("nan")))
         for label, ipl in rows:
             kind = {**LEARNERS, **OTHERS}[label][2]
-            name = f"{label} + IPL" if ipl else label
+            name = row_name(label, ipl)
+            row_start = time.perf_counter()
             torch.manual_seed(seed)
-            model = build(label, ipl, base_names)
+            model = build(label, ipl_settings if ipl else None, base_names)
             steps, batch, lr = ((args.steps, args.batch_size, args.lr) if kind == "features"
                                 else (args.intcoop_steps, args.intcoop_batch_size, args.intcoop_lr))  # fmt: skip
             train(model, train_data, kind, steps, batch, lr, seed)
@@ -185,9 +216,16 @@ def main() -> None:
             prompts.setdefault(name, prompt)
             model.base_model.set_class_names(novel_names)
             results.setdefault(name, []).append((base_accuracy, accuracy(model, test["novel"], kind), share))
+            row_seconds.setdefault(name, time.perf_counter() - row_start)
+        if seed == args.seeds[0]:
+            seed_seconds = time.perf_counter() - start
+            tqdm.write(f"seed {seed}: {seed_seconds:.0f} s ("
+                       + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in row_seconds.items())
+                       + f"); estimated total for {len(args.seeds)} seeds: {seed_seconds * len(args.seeds) / 60:.1f} min")  # fmt: skip
 
     print(f"\nConceptWorld base-to-novel: {len(base_names)} base / {len(novel_names)} novel classes, {args.shots} shots, "
-          f"{args.steps} steps on features / {args.intcoop_steps} on pixels, seeds {args.seeds}; tiny CLIP shipped with "
+          f"{args.steps} steps on features / {args.intcoop_steps} on pixels, seeds {args.seeds}; IPL: "
+          f"{args.ipl_vocabulary} candidate words, {args.ipl_prefilter} scored per step; tiny CLIP shipped with "
           f"peft-interp ({time.perf_counter() - start:.0f} s)\n")  # fmt: skip
     print("| method | base | novel | HM | readable tokens |\n|---|---|---|---|---|")
     spread = lambda values: statistics.stdev(values) if len(values) > 1 else 0.0  # noqa: E731

@@ -172,11 +172,13 @@ def main() -> None:
     parser.add_argument("--full-sample", type=int, default=4, help="candidates timed for exact scoring without reuse")
     parser.add_argument("--prefilter-sizes", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256])
     parser.add_argument("--skip-agreement", action="store_true")
+    parser.add_argument("--skip-timing", action="store_true", help="only the agreement table")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    timing(args)
+    if not args.skip_timing:
+        timing(args)
     if not args.skip_agreement:
         agreement(args)
 

@@ -161,8 +161,8 @@ def test_selection_and_readable_prompt_survive_save_and_load(tmp_path, images):
 
 
 def test_ipl_config_errors():
-    with pytest.raises(ValueError, match="`context_learner` must be one of \\['coop', 'intcoop', 'cocoop', 'kgcoop'\\], got 'maple'"):
-        IPLConfig(class_names=CLASSES, context_learner="maple")
+    with pytest.raises(ValueError, match="`context_learner` must be one of \\['coop', 'intcoop', 'cocoop', 'kgcoop', 'maple', 'promptsrc'\\], got 'vpt'"):
+        IPLConfig(class_names=CLASSES, context_learner="vpt")
     with pytest.raises(ValueError, match="`class_specific_context`"):
         IPLConfig(class_names=CLASSES, class_specific_context=True)
 

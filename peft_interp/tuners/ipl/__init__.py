@@ -18,14 +18,17 @@ register_method(
 
 
 def _register_learners() -> None:
-    """CoCoOp and KgCoOp keep CoOp's layout and context, so IPL splits their context span as it does CoOp's.
-    (MaPLe and PromptSRC replace the soft span's hidden states with deep prompts of their own size: not registered
-    yet, their deep-prompt mask would have to cover only the class context ``P``.)"""
+    """CoCoOp and KgCoOp keep CoOp's layout and context, so IPL splits their context span as it does CoOp's. MaPLe
+    and PromptSRC too; their deep text prompts take over only the class context ``P`` (``_deep_context_rows``)."""
     from ..cocoop import CoCoOpConfig, CoCoOpModel
     from ..kgcoop import KgCoOpConfig, KgCoOpModel
+    from ..maple import MaPLeConfig, MaPLeModel
+    from ..promptsrc import PromptSRCConfig, PromptSRCModel
 
     register_context_learner("cocoop", CoCoOpModel, CoCoOpConfig)
     register_context_learner("kgcoop", KgCoOpModel, KgCoOpConfig)
+    register_context_learner("maple", MaPLeModel, MaPLeConfig)
+    register_context_learner("promptsrc", PromptSRCModel, PromptSRCConfig)
 
 
 _register_learners()

@@ -57,7 +57,9 @@ class IPLConfig(ClipPromptConfig):
     Context learner (``context_learner``): IPL plugs into the prompt learner whose soft context it splits: ``"coop"``
     (CoOp's shared context) or ``"intcoop"`` (IntCoOp's image-conditioned context ``v_i + MHA_i(x)`` and attribute
     slot ``A(x)``; the word slots interleave with the conditioned context, the attribute slot stays before the class
-    name), or any learner registered with :func:`peft_interp.tuners.ipl.register_context_learner`.
+    name), ``"cocoop"``, ``"kgcoop"``, ``"maple"`` or ``"promptsrc"`` (their deep text prompts take over only the
+    class context ``P`` in the deeper blocks; MaPLe couples ``P`` to its vision prompts), or any learner registered
+    with :func:`peft_interp.tuners.ipl.register_context_learner`.
 
     Args:
         class_names, template, context_init, cache_image_features, tokenizer_name_or_path: see
@@ -80,12 +82,17 @@ class IPLConfig(ClipPromptConfig):
             5000; ``None`` keeps all readable words (about 32,000).
         prefilter_size (`int`, *optional*): Score exactly only this many candidates, the best by a cheap proxy (the
             spread over classes of the cosine between ``g("w")`` and the current probe features); ``None``: score
-            every candidate. 32.
+            every candidate. 32: a greedy step then costs about 9 CPU seconds at CLIP-B/16 size with 100 classes
+            (``benchmarks/ipl_selection_cost.py``), twice that at 64. The proxy is weak: on the shipped ConceptWorld
+            CLIP (50 classes, 5000 candidates) the pick of the first two steps was never the exact best at any pool
+            size from 8 to 256; its exact rank was 609 and 582 at 32, 217 and 582 at 64, 3 and 2 at 128, so 64
+            does not earn its doubled cost.
         lazy_greedy (`bool`): From the second step on, re-score a candidate only while its previous gain (an upper
             bound when gains diminish) could still beat the best fresh one; True.
         lazy_batch_size (`int`): Candidates re-scored together by lazy greedy; 8.
         redundancy_weight (`float`): ``gamma`` of the diversity penalty; 0.1 as in the reference trainer.
-        context_learner (`str`): ``"coop"`` (default), ``"intcoop"`` or a registered learner.
+        context_learner (`str`): ``"coop"`` (default), ``"intcoop"``, ``"cocoop"``, ``"kgcoop"``, ``"maple"``,
+            ``"promptsrc"`` or a learner registered later.
         learner_settings (`dict`, *optional*): The learner's own settings (fields of its config other than the
             prompt fields above); each becomes an attribute of this config. Only the overrides are saved.
         intcoop (`dict`, *optional*): Same as ``learner_settings`` for ``context_learner="intcoop"`` (e.g.

@@ -15,6 +15,12 @@ What a context learner must provide to be plugged in (:func:`register_context_le
   ``(B, C, S, D)``), the first ``M`` being the context span: any image conditioning (CoCoOp's meta-net bias,
   IntCoOp's attention) stays the learner's own, and applies to the learnt vectors only, never to the words;
 * its own losses come through ``_extra_losses``, its forward through the core's (or its own) ``forward``;
+* a learner with deep text prompts (MaPLe, PromptSRC: :class:`~peft_interp.tuners.maple.model.DeepPromptTuner`)
+  reads which context rows they take over from ``_deep_context_rows``: IPL's hybrid prompt gives only the class
+  context ``P``, so the deep prompts are ``(J - 1, num_class_context_tokens, D)`` and the anchors ``A_k`` and the
+  words keep the hidden states that flow from the blocks below (ATPrompt's deep variant, Li et al., ICCV 2025,
+  github.com/zhengli97/ATPrompt ``trainers/maple_atp.py``; MaPLe's coupling ``F_0`` maps ``P`` to the vision
+  prompts there too);
 * its config class (a :class:`~peft_interp.tuners.clip_prompt.ClipPromptConfig`) gives its settings, set through
   ``IPLConfig(learner_settings={...})``.
 """
@@ -159,6 +165,14 @@ class IPLModel(ClipPromptTuner):
         anchors = config.num_words * config.tokens_per_word
         std = torch.tensor([0.01] * anchors + [0.02] * config.num_class_context_tokens)[:, None]
         return torch.randn(config.num_context_tokens, width) * std
+
+    def _deep_context_rows(self, config: IPLConfig) -> slice:
+        """Context rows that a deep-prompt learner's deep text prompts take over (see the module docstring): hybrid,
+        the class context ``P`` (the last ``num_class_context_tokens`` rows, after every ``A_k``); coverage_anchor,
+        the whole context."""
+        if config.variant != "hybrid":
+            return slice(0, config.num_context_tokens)
+        return slice(config.num_context_tokens - config.num_class_context_tokens, config.num_context_tokens)
 
     def slot_words(self, adapter_name: str) -> list[str]:
         """The ``K`` slot words, the placeholder where a slot is still empty."""

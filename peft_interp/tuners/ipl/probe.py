@@ -10,6 +10,9 @@ features are those of the full prompts (equal up to float rounding; tested again
 
 The arithmetic is the text tower's own (pre-norm blocks, scaled dot-product attention, ``final_layer_norm`` at the
 EOS position, ``text_projection``), driven layer by layer because ``transformers``' CLIP has no key/value cache.
+Two things keep the suffix pass at the cost of its linear layers: the suffixes attend to their row's cached prefix
+by one batched matmul per (row, head), never through a copy of the prefix's keys and values per suffix, and in the
+last block only the token that is read (EOS) runs its query, output projection and MLP.
 """
 
 from __future__ import annotations
@@ -74,31 +77,65 @@ def encode_prefixes(clip, prefix_ids: list[list[int]]) -> PrefixCache:
     return PrefixCache(keys, values, lengths)
 
 
-def _run_suffixes(clip, cache: PrefixCache, suffix_ids: torch.Tensor):
-    """Hidden states ``(R, W, S, D)`` after the last layer, and each layer's suffix keys / values ``(R, W, H, S, d)``."""
-    rows, (num_suffixes, suffix_length) = len(cache.lengths), suffix_ids.shape
+def _suffix_heads(tensor: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """``(R, W, S, H * d) -> (R, H, W, S, d)``."""
+    rows, num_suffixes, length, width = tensor.shape
+    return tensor.view(rows, num_suffixes, length, num_heads, width // num_heads).permute(0, 3, 1, 2, 4)
+
+
+def _attend_suffixes(queries, keys, values, prefix_keys, prefix_values, bias) -> torch.Tensor:
+    """Attention of the suffix tokens to their row's prefix and to their own suffix, without copying the prefix's
+    keys and values once per suffix.
+
+    Args:
+        queries: ``(R, H, W, Q, d)``, already scaled: the last ``Q`` tokens of every suffix.
+        keys, values: ``(R, H, W, S, d)`` of every suffix token.
+        prefix_keys, prefix_values: ``(R, H, L, d)``.
+        bias: ``(R, 1, 1, Q, L + S)`` additive mask (``-inf`` at padding and at later suffix tokens).
+
+    Returns:
+        ``(R, W, Q, H * d)``.
+    """
+    rows, heads, num_suffixes, num_queries, dim = queries.shape
+    flat = queries.reshape(rows, heads, num_suffixes * num_queries, dim)  # one batched matmul per (row, head)
+    to_prefix = (flat @ prefix_keys.transpose(-1, -2)).view(rows, heads, num_suffixes, num_queries, -1)
+    to_suffix = queries @ keys.transpose(-1, -2)  # (R, H, W, Q, S)
+    weights = torch.softmax(torch.cat([to_prefix, to_suffix], dim=-1) + bias, dim=-1)
+    prefix_length = prefix_keys.shape[2]
+    mixed = (weights[..., :prefix_length].reshape(rows, heads, num_suffixes * num_queries, prefix_length) @ prefix_values
+             ).view_as(queries) + weights[..., prefix_length:] @ values  # (R, H, W, Q, d)  # fmt: skip
+    return mixed.permute(0, 2, 3, 1, 4).reshape(rows, num_suffixes, num_queries, heads * dim)
+
+
+def _run_suffixes(clip, cache: PrefixCache, suffix_ids: torch.Tensor, last_token_only: bool = False):
+    """Hidden states after the last layer, and each layer's suffix keys / values ``(R, H, W, S, d)``.
+
+    The hidden states are ``(R, W, S, D)``, or ``(R, W, 1, D)`` with ``last_token_only`` (what the last token of each
+    suffix reads: the last layer then runs its query, output projection and MLP on that token alone).
+    """
+    rows, suffix_length = len(cache.lengths), suffix_ids.shape[1]
     device = suffix_ids.device
     positions = cache.lengths[:, None] + torch.arange(suffix_length, device=device)  # (R, S)
     hidden = _embed(clip, suffix_ids[None].expand(rows, -1, -1), positions[:, None])  # (R, W, S, D)
     prefix_length = cache.keys[0].shape[2]
-    prefix_mask = torch.arange(prefix_length, device=device)[None] < cache.lengths[:, None]  # (R, L)
-    causal = torch.ones(suffix_length, suffix_length, dtype=torch.bool, device=device).tril()  # (S, S)
-    mask = torch.cat(
-        [prefix_mask[:, None, None, None, :].expand(-1, 1, 1, suffix_length, -1),
-         causal[None, None, None].expand(rows, 1, 1, -1, -1)], dim=-1
-    )  # (R, 1, 1, S, L + S): broadcast over suffixes and heads  # fmt: skip
+    padding = torch.arange(prefix_length, device=device)[None] >= cache.lengths[:, None]  # (R, L)
+    later = torch.ones(suffix_length, suffix_length, dtype=torch.bool, device=device).triu(1)  # (S, S)
+    blocked = torch.cat([padding[:, None].expand(-1, suffix_length, -1), later[None].expand(rows, -1, -1)], dim=-1)
+    bias = torch.zeros(blocked.shape, dtype=hidden.dtype, device=device).masked_fill(blocked, float("-inf"))
+    bias = bias[:, None, None]  # (R, 1, 1, S, L + S): broadcast over heads and suffixes
     suffix_keys, suffix_values = [], []
-    for layer, prefix_keys, prefix_values in zip(clip.text_model.encoder.layers, cache.keys, cache.values):
+    layers = clip.text_model.encoder.layers
+    for depth, (layer, prefix_keys, prefix_values) in enumerate(zip(layers, cache.keys, cache.values)):
         attention = layer.self_attn
+        num_queries = 1 if last_token_only and depth == len(layers) - 1 else suffix_length
         normed = layer.layer_norm1(hidden)
-        q, k, v = (_heads(proj(normed), attention.num_heads) for proj in (attention.q_proj, attention.k_proj, attention.v_proj))
-        suffix_keys.append(k)
-        suffix_values.append(v)
-        # (R, W, H, S, d) attending to the row's prefix (R, 1, H, L, d) and to the suffix itself
-        k = torch.cat([prefix_keys[:, None].expand(-1, num_suffixes, -1, -1, -1), k], dim=3)
-        v = torch.cat([prefix_values[:, None].expand(-1, num_suffixes, -1, -1, -1), v], dim=3)
-        mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attention.scale)  # (R, W, H, S, d)
-        hidden = hidden + attention.out_proj(mixed.transpose(2, 3).flatten(3))
+        keys = _suffix_heads(attention.k_proj(normed), attention.num_heads)
+        values = _suffix_heads(attention.v_proj(normed), attention.num_heads)
+        queries = _suffix_heads(attention.q_proj(normed[:, :, -num_queries:]) * attention.scale, attention.num_heads)
+        suffix_keys.append(keys)
+        suffix_values.append(values)
+        mixed = _attend_suffixes(queries, keys, values, prefix_keys, prefix_values, bias[..., -num_queries:, :])
+        hidden = hidden[:, :, -num_queries:] + attention.out_proj(mixed)
         hidden = hidden + layer.mlp(layer.layer_norm2(hidden))
     return hidden, suffix_keys, suffix_values
 
@@ -111,7 +148,7 @@ def encode_suffixes(clip, cache: PrefixCache, suffix_ids: torch.Tensor) -> torch
         cache: prefixes of ``R`` rows (:func:`encode_prefixes`).
         suffix_ids: ``(W, S)`` the same ``W`` suffixes for every row, each ending with EOS (read there).
     """
-    hidden, _, _ = _run_suffixes(clip, cache, suffix_ids)
+    hidden, _, _ = _run_suffixes(clip, cache, suffix_ids, last_token_only=True)
     eos = clip.text_model.final_layer_norm(hidden[:, :, -1])  # (R, W, D)
     return F.normalize(clip.text_projection(eos), dim=-1)
 
@@ -129,8 +166,8 @@ def extend_prefixes(clip, cache: PrefixCache, token_ids: list[int]) -> PrefixCac
         grown_values = torch.zeros_like(grown_keys)
         grown_keys[:, :, : old_keys.shape[2]], grown_values[:, :, : old_values.shape[2]] = old_keys, old_values
         for row, start in enumerate(cache.lengths.tolist()):
-            grown_keys[row, :, start : start + extra] = new_keys[row, 0]
-            grown_values[row, :, start : start + extra] = new_values[row, 0]
+            grown_keys[row, :, start : start + extra] = new_keys[row, :, 0]
+            grown_values[row, :, start : start + extra] = new_values[row, :, 0]
         keys.append(grown_keys)
         values.append(grown_values)
     return PrefixCache(keys, values, cache.lengths + extra)

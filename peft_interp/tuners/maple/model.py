@@ -100,14 +100,29 @@ class DeepPromptTuner(CoOpModel):
         """As the core's; learnt prompts (``context`` given) also get the deep text prompts."""
         if context is None:
             return super().encode_text(prompts, context)
-        deep = self.deep_text_prompts(self.active_adapters[0])
-        with deep_text_prompts(self.model.text_model.encoder.layers, deep, self._deep_prompt_mask(prompts)):
+        adapter_name = self.active_adapters[0]
+        deep = self.deep_text_prompts(adapter_name)
+        mask = self._deep_prompt_mask(prompts, self.peft_config[adapter_name])
+        with deep_text_prompts(self.model.text_model.encoder.layers, deep, mask):
             return super().encode_text(prompts, context)
 
-    def _deep_prompt_mask(self, prompts: PromptBatch) -> torch.Tensor:
-        """``(R, T)`` positions whose hidden states the deep text prompts replace: the soft positions (``n`` per
-        row). A layout with more soft positions than the deep prompts (e.g. IPL's anchors) narrows it here."""
-        return prompts.soft_mask
+    def _deep_context_rows(self, config: ClipPromptConfig) -> slice:
+        """The rows of the ``(M, D)`` input context whose positions the deep text prompts take over in blocks
+        ``1 .. J - 1`` (MaPLe's coupling ``F_0`` reads the same rows): all ``M`` here, so the deep prompts are
+        ``(J - 1, M, D)``. IPL's hybrid prompt narrows them to its class context ``P``."""
+        return slice(0, config.num_context_tokens)
+
+    def _num_deep_text_tokens(self, config: ClipPromptConfig) -> int:
+        """``n``, the text prompt tokens per deep block: the size of :meth:`_deep_context_rows`."""
+        return len(range(config.num_context_tokens)[self._deep_context_rows(config)])
+
+    def _deep_prompt_mask(self, prompts: PromptBatch, config: ClipPromptConfig) -> torch.Tensor:
+        """``(R, T)`` positions whose hidden states the deep text prompts replace: the soft positions of the context
+        rows :meth:`_deep_context_rows` (``n`` per row; the first ``M`` soft positions of a row are its context, in
+        order)."""
+        rows = self._deep_context_rows(config)
+        rank = prompts.soft_mask.cumsum(dim=1) - 1  # (R, T) index of each soft position among its row's
+        return prompts.soft_mask & (rank >= rows.start) & (rank < rows.stop)
 
     def encode_image(self, pixel_values: torch.Tensor, use_cache: bool = False) -> torch.Tensor:
         """Normalised image features ``(B, P)`` of the prompted image tower (frozen and unprompted when the adapter
@@ -164,7 +179,7 @@ class MaPLeModel(DeepPromptTuner):
             return super()._adapter_modules(model, config, adapter_name)  # raises a clear error
         self.check_depth(model, config.prompt_depth, config.prompt_depth, ("prompt_depth", "prompt_depth"))
         prompts = CoupledPrompts(
-            config.num_context_tokens, model.config.text_config.hidden_size,
+            self._num_deep_text_tokens(config), model.config.text_config.hidden_size,
             model.config.vision_config.hidden_size, config.prompt_depth,
         )  # fmt: skip
         layers, shared = super()._adapter_modules(model, config, adapter_name)
@@ -175,8 +190,10 @@ class MaPLeModel(DeepPromptTuner):
         return self.maple_prompts[adapter_name].deep_text
 
     def vision_prompts(self, adapter_name: str) -> torch.Tensor:
-        """``(J, n, W)``: the coupling functions applied to the text prompts of each depth."""
-        return self.maple_prompts[adapter_name].vision_prompts(self.context_layer.context[adapter_name])
+        """``(J, n, W)``: the coupling functions applied to the text prompts of each depth (at the input: the
+        context rows the deep prompts take over, :meth:`_deep_context_rows`)."""
+        rows = self._deep_context_rows(self.peft_config[adapter_name])
+        return self.maple_prompts[adapter_name].vision_prompts(self.context_layer.context[adapter_name][rows])
 
     def training_recipe(self) -> TrainingRecipe:
         """SGD lr 0.0035, cosine, 1 warm-up epoch at 1e-5, batch 4, 5 epochs (the paper's base-to-novel run)."""

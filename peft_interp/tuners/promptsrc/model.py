@@ -64,7 +64,7 @@ class PromptSRCModel(DeepPromptTuner):
         names = ("text_prompt_depth", "vision_prompt_depth")
         self.check_depth(model, config.text_prompt_depth, config.vision_prompt_depth, names)
         prompts = IndependentPrompts(
-            config.num_context_tokens, model.config.text_config.hidden_size, config.text_prompt_depth,
+            self._num_deep_text_tokens(config), model.config.text_config.hidden_size, config.text_prompt_depth,
             config.num_vision_tokens, model.config.vision_config.hidden_size, config.vision_prompt_depth,
         )  # fmt: skip
         layers, shared = super()._adapter_modules(model, config, adapter_name)
