@@ -166,8 +166,8 @@ def main() -> None:
     parser.add_argument("--ipl-prefilter", type=int, default=IPLConfig.prefilter_size,
                         help="candidates IPL scores exactly per greedy step (IPLConfig.prefilter_size)")
     parser.add_argument("--fast", action="store_true",
-                        help=f"bounded cost: {FAST} unless given (a 3-seed table of all rows in about 20 minutes on "
-                             "2 CPU cores)")  # fmt: skip
+                        help=f"bounded cost: {FAST} unless given (aimed at a 3-seed table of all rows in about 20 "
+                             "minutes on 2 idle CPU cores; check the estimate printed after the first seed)")  # fmt: skip
     parser.add_argument("--rows", nargs="+", default=None, help='only these rows, e.g. "CoOp" "CoOp + IPL"')
     args = parser.parse_args()
     if args.fast:  # FAST becomes the defaults: flags given on the command line still win
