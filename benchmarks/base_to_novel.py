@@ -137,7 +137,8 @@ def readability(model) -> tuple[float, str]:
         prompt = decoding.decoded_prompt
     else:  # nearest readable word of every learnt vector, as IPL's decoded prompt shows them
         nearest = tuner.decode_context(candidate_ids=tuner.readable_vocabulary()).tokens
-        prompt = " ".join(f"[{t}]" for t in nearest) + (" [attribute]" if hasattr(tuner, "explain") else "") + " {}."
+        attribute_slot = " [attribute]" if isinstance(config, IntCoOpConfig) else ""
+        prompt = " ".join(f"[{t}]" for t in nearest) + attribute_slot + " {}."
     return share, prompt
 
 
