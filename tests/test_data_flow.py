@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from peft import get_peft_model
 
 import peft_interp
-from peft_interp import DualViewMIConfig, IVPTConfig, MaPLeConfig
+from peft_interp import CoOpConfig, DualViewMIConfig, IntCoOpConfig, IVPTConfig, MaPLeConfig
 from peft_interp.tuners.base import _subclasses
 from peft_interp.tuners.clip_prompt.model import ClipPromptTuner
 from peft_interp.tuners.intcoop.model import IntCoOpModel
@@ -51,6 +51,25 @@ def test_dualview_eval_loss_is_on_the_soft_logits_and_fusion_changes_only_the_re
     assert torch.equal(fused.loss_terms["mutual_information"], soft.loss_terms["mutual_information"])
     torch.testing.assert_close(fused.logits, 0.25 * soft.logits + 0.75 * scale * soft.image_embeds @ hand.T)
     assert not torch.allclose(fused.logits, soft.logits)
+
+
+@pytest.mark.parametrize("config_class", [CoOpConfig, IntCoOpConfig])
+def test_explain_describes_the_adapter_whose_predictions_it_returns(images, config_class):
+    settings = {"visual_prompt_depth": 1} if config_class is IntCoOpConfig else {}
+    model = get_peft_model(make_clip(), config_class(class_names=CLASSES, **settings)).eval()
+    model.add_adapter("other", config_class(class_names=CLASSES, **settings))
+    with torch.no_grad():
+        model.base_model.context_layer.context["other"].normal_()  # the two prompts differ
+    with pytest.raises(ValueError, match=r"active adapter 'default'; call `set_adapter\('other'\)` first"):
+        model.explain(images, adapter_name="other")
+    model.set_adapter("other")
+    with torch.no_grad():
+        explanation = model.explain(images, adapter_name="other")
+        logits = model(pixel_values=images).logits
+    torch.testing.assert_close(explanation.logits, logits)
+    decoded = {name: model.base_model.prompt_explanation(name).nearest.token_ids for name in ("default", "other")}
+    assert torch.equal(explanation.prompt.nearest.token_ids, decoded["other"])
+    assert not torch.equal(decoded["other"], decoded["default"])
 
 
 def test_maple_refuses_image_embeds_only_while_its_adapter_prompts_the_image_tower(images):

@@ -380,10 +380,20 @@ class ClipPromptTuner(InterpTuner):
     @torch.no_grad()
     def explain(self, pixel_values: torch.Tensor, adapter_name: str | None = None) -> Explanation:
         """The predictions on ``pixel_values`` ``(B, 3, S, S)`` and the learnt prompt read as words."""
+        adapter_name = self._explained_adapter(adapter_name)
         logits = self(pixel_values=pixel_values).logits
         return Explanation(
             logits=logits, predictions=logits.argmax(dim=-1), prompt=self.prompt_explanation(adapter_name)
         )
+
+    def _explained_adapter(self, adapter_name: str | None) -> str:
+        """The adapter an explanation describes: the active one. Another name is refused, since the predictions
+        come from the forward pass, which runs the active adapter."""
+        active = self.active_adapters[0]
+        if adapter_name is not None and adapter_name != active:
+            raise ValueError(f"explain(adapter_name={adapter_name!r}): the predictions come from the active adapter "
+                             f"{active!r}; call `set_adapter({adapter_name!r})` first to explain {adapter_name!r}.")  # fmt: skip
+        return active
 
     def _decoding(self, adapter_name: str, context: torch.Tensor, token_ids: torch.Tensor) -> ContextDecoding:
         embeddings = self.context_layer.weight[token_ids].float()

@@ -270,7 +270,7 @@ class IntCoOpModel(ClipPromptTuner):
     def explain(self, pixel_values: torch.Tensor, adapter_name: str | None = None) -> IntCoOpExplanation:
         """The predictions, the prompt read as words and, per image, the readable words nearest to the predicted
         attribute embedding and the attention of the context over the image tokens."""
-        adapter_name = adapter_name or self.active_adapters[0]
+        adapter_name = self._explained_adapter(adapter_name)
         config: IntCoOpConfig = self.peft_config[adapter_name]
         tokens, pooled = self.image_features(pixel_values, adapter_name)
         context = self.context_layer.context[adapter_name]
